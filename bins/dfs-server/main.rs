@@ -1,0 +1,120 @@
+//! `dfs-server`: runs one dfs node (or, with `dev`, a ready-made one for a newcomer).
+//!
+//! Parses flags, sets up logging, and hands over to [`dfs::node::Node`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use dfs::node::{Node, NodeConfig, parse_cluster};
+
+/// A replicated distributed file store node.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dfs-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a development node on 127.0.0.1:6000 with data in ./dfs-data.
+    Dev {
+        /// Where to keep the data.
+        #[arg(long, default_value = "./dfs-data")]
+        data_dir: PathBuf,
+        /// The port to serve on.
+        #[arg(long, default_value_t = 6000)]
+        port: u16,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// This node's id in the cluster list.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every node of the cluster as ID=HOST:PORT, comma-separated, the same on every node.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Where this node keeps its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Replicas per new file (default 2, or fewer in a smaller cluster).
+    #[arg(long)]
+    replication_factor: Option<usize>,
+    /// Most open connections.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Close connections idle for this many seconds.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// Acknowledge writes before they reach the disk (faster; a machine crash can lose
+    /// acknowledged writes). Off by default.
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match cli.command {
+        Some(Command::Dev { data_dir, port }) => {
+            println!(
+                "dfs dev node: 127.0.0.1:{port}, data in {}. In another terminal: dfs-client status",
+                data_dir.display()
+            );
+            NodeConfig::single(data_dir, &format!("127.0.0.1:{port}"))
+        }
+        None => run_config(cli.run)?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let node = Node::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("signal received, shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
+    let (Some(id), Some(cluster), Some(data_dir)) = (args.id, args.cluster, args.data_dir) else {
+        bail!(
+            "--id, --cluster and --data-dir are required (or run `dfs-server dev`); \
+             see dfs-server --help"
+        );
+    };
+    let mut config = NodeConfig::new(id, parse_cluster(&cluster)?, data_dir);
+    config.replication_factor = args.replication_factor;
+    config.fsync = !args.no_fsync;
+    config.limits.connections_max = args.max_connections;
+    config.limits.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs);
+    Ok(config)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

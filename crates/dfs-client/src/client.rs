@@ -1,0 +1,690 @@
+//! [`Client`]: every operation of the data model, with failover and exactly-once retries.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dfs_proto::{
+    Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, FileInfo, ListEntry, Name, Op, OpTag,
+    PAGE_ENTRIES_MAX, Reply, Request, ServerFrame, TableEntry, WriteAck, validate_prefix,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::ClientError;
+use crate::connection::{Connection, Replies, from_wire, lost};
+
+/// How a [`Client`] finds nodes and how long it waits for them.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the nodes to use; any node serves any request.
+    pub servers: Vec<String>,
+    /// How long one connection attempt (TCP connect plus hello) may take.
+    pub connect_timeout: Duration,
+    /// How long to wait for each reply frame before the attempt counts as timed out.
+    pub request_timeout: Duration,
+    /// How long to keep retrying a request on other nodes after a retryable failure.
+    pub retry_deadline: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with default timeouts for these servers.
+    pub fn new<I, S>(servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            servers: servers.into_iter().map(Into::into).collect(),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(10),
+        }
+    }
+
+    /// Parses a comma-separated list such as `127.0.0.1:6000,127.0.0.1:7000`.
+    pub fn from_list(list: &str) -> Self {
+        Self::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    }
+}
+
+/// A handle to a dfs cluster. Cheap to clone; clones share one connection and pipeline
+/// their requests over it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    client_id: u64,
+    seq: AtomicU64,
+    current: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    next_server: AtomicUsize,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.inner.config.servers)
+            .field("client_id", &self.inner.client_id)
+            .finish()
+    }
+}
+
+enum WriteKind {
+    Append,
+    Put,
+}
+
+impl WriteKind {
+    fn op(&self, name: &str, body: Body, tag: OpTag) -> Op {
+        let (name, tag) = (name.to_owned(), Some(tag));
+        match self {
+            WriteKind::Append => Op::Append { name, body, tag },
+            WriteKind::Put => Op::Put { name, body, tag },
+        }
+    }
+}
+
+impl Client {
+    /// Connects to the first reachable node of `servers` (tried in order from a random
+    /// start, so clients spread over the cluster).
+    pub async fn connect<I, S>(servers: I) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_config(ClientConfig::new(servers)).await
+    }
+
+    /// Connects with explicit timeouts.
+    pub async fn with_config(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.servers.is_empty() {
+            return Err(ClientError::Config("no server address given".into()));
+        }
+        let start = rand::random_range(0..config.servers.len());
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                client_id: rand::random(),
+                seq: AtomicU64::new(1),
+                current: tokio::sync::Mutex::new(None),
+                next_server: AtomicUsize::new(start),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// This client's id in the [`OpTag`]s of its writes.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    /// Creates an empty file. Fails with [`ClientError::AlreadyExists`] if the name exists.
+    pub async fn create(&self, name: &str) -> Result<FileInfo, ClientError> {
+        Name::parse(name)?;
+        let op = Op::Create {
+            name: name.to_owned(),
+            tag: Some(self.next_tag()),
+        };
+        match self.call(op).await? {
+            Reply::Created(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Appends `data` (creating the file if missing). Applied whole and exactly once, even
+    /// when the request is retried on another node.
+    pub async fn append(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<WriteAck, ClientError> {
+        self.write_bytes(WriteKind::Append, name, data.into()).await
+    }
+
+    /// Replaces the whole content with `data` (creating the file if missing); readers see
+    /// the old content or the new, never a mix.
+    pub async fn put(&self, name: &str, data: impl Into<Bytes>) -> Result<WriteAck, ClientError> {
+        self.write_bytes(WriteKind::Put, name, data.into()).await
+    }
+
+    /// Replaces the content with everything `reader` yields, streamed in chunks, so a file
+    /// of any size takes bounded memory. A body that fits in one chunk is retried like
+    /// [`put`](Self::put); a longer one is not retried once it has started.
+    pub async fn put_stream<R>(&self, name: &str, reader: R) -> Result<WriteAck, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        self.write_stream(WriteKind::Put, name, reader).await
+    }
+
+    /// Appends everything `reader` yields as one atomic append, streamed in chunks.
+    pub async fn append_stream<R>(&self, name: &str, reader: R) -> Result<WriteAck, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        self.write_stream(WriteKind::Append, name, reader).await
+    }
+
+    /// Reads `len` bytes (to the end if `None`) from `offset` into memory.
+    pub async fn read(
+        &self,
+        name: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Bytes, ClientError> {
+        let mut stream = self.read_stream(name, offset, len).await?;
+        let mut out = BytesMut::with_capacity(stream.len().min(64 << 20) as usize);
+        while let Some(chunk) = stream.next_chunk().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Streams a read into `writer`; returns the file's info and the bytes written.
+    pub async fn read_to<W>(
+        &self,
+        name: &str,
+        offset: u64,
+        len: Option<u64>,
+        mut writer: W,
+    ) -> Result<(FileInfo, u64), ClientError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let mut stream = self.read_stream(name, offset, len).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next_chunk().await {
+            let chunk = chunk?;
+            writer.write_all(&chunk).await?;
+            written += chunk.len() as u64;
+        }
+        writer.flush().await?;
+        Ok((stream.info, written))
+    }
+
+    /// Starts a read and returns the stream of its chunks. The read is a consistent
+    /// snapshot: writes that complete after it started are not part of it.
+    pub async fn read_stream(
+        &self,
+        name: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ReadStream, ClientError> {
+        Name::parse(name)?;
+        let op = Op::Read {
+            name: name.to_owned(),
+            offset,
+            len,
+        };
+        let timeout = self.inner.config.request_timeout;
+        self.retrying(|conn| {
+            let op = op.clone();
+            async move {
+                let (id, mut rx) = conn.register();
+                let guard = Forget(conn.clone(), id);
+                conn.send(ClientFrame::Request(Request { id, op })).await?;
+                match recv(&conn, &mut rx, timeout).await? {
+                    ServerFrame::Response(r) => match r.result.map_err(from_wire)? {
+                        Reply::ReadStart { info, offset, len } => Ok(ReadStream {
+                            _guard: guard,
+                            rx,
+                            conn,
+                            info,
+                            offset,
+                            len,
+                            received: 0,
+                            done: false,
+                            timeout,
+                        }),
+                        other => Err(unexpected(&other)),
+                    },
+                    other => Err(unexpected_frame(&other)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Deletes a file from every replica and from the table.
+    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        Name::parse(name)?;
+        let op = Op::Delete {
+            name: name.to_owned(),
+            tag: Some(self.next_tag()),
+        };
+        match self.call(op).await? {
+            Reply::Deleted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every file whose name starts with `prefix`, sorted by name.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, ClientError> {
+        validate_prefix(prefix)?;
+        let mut all = Vec::new();
+        let mut start_after = None;
+        loop {
+            let op = Op::List {
+                prefix: prefix.to_owned(),
+                start_after: start_after.take(),
+                limit: PAGE_ENTRIES_MAX,
+            };
+            match self.call(op).await? {
+                Reply::Listing { entries, next } => {
+                    all.extend(entries);
+                    match next {
+                        Some(n) => start_after = Some(n),
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Size, version, replicas, checksum and modification time of a file.
+    pub async fn stat(&self, name: &str) -> Result<FileInfo, ClientError> {
+        Name::parse(name)?;
+        match self
+            .call(Op::Stat {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Reply::Stat(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The replica-placement table: every file and the nodes holding it.
+    pub async fn table(&self) -> Result<Vec<TableEntry>, ClientError> {
+        let mut all = Vec::new();
+        let mut start_after = None;
+        loop {
+            let op = Op::Table {
+                start_after: start_after.take(),
+                limit: PAGE_ENTRIES_MAX,
+            };
+            match self.call(op).await? {
+                Reply::Table { entries, next } => {
+                    all.extend(entries);
+                    match next {
+                        Some(n) => start_after = Some(n),
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Every node's state, and the cluster map's leader and term.
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.call(Op::Status).await? {
+            Reply::Status(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn next_tag(&self) -> OpTag {
+        OpTag {
+            client_id: self.inner.client_id,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a request whose body is in memory, retrying with the same tag.
+    async fn write_bytes(
+        &self,
+        kind: WriteKind,
+        name: &str,
+        data: Bytes,
+    ) -> Result<WriteAck, ClientError> {
+        Name::parse(name)?;
+        let tag = self.next_tag();
+        let timeout = self.inner.config.request_timeout;
+        let reply = self
+            .retrying(|conn| {
+                let first = data.slice(..data.len().min(CHUNK_BYTES_MAX));
+                let rest = data.slice(first.len()..);
+                let op = kind.op(
+                    name,
+                    Body {
+                        data: first,
+                        more: !rest.is_empty(),
+                    },
+                    tag,
+                );
+                async move {
+                    let (id, mut rx) = conn.register();
+                    let _guard = Forget(conn.clone(), id);
+                    conn.send(ClientFrame::Request(Request { id, op })).await?;
+                    let mut rest = rest;
+                    while !rest.is_empty() {
+                        let part = rest.split_to(rest.len().min(CHUNK_BYTES_MAX));
+                        let last = rest.is_empty();
+                        conn.send(ClientFrame::Chunk(Chunk {
+                            id,
+                            data: part,
+                            last,
+                        }))
+                        .await?;
+                    }
+                    response(&conn, &mut rx, timeout).await
+                }
+            })
+            .await?;
+        match reply {
+            Reply::Written(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn write_stream<R>(
+        &self,
+        kind: WriteKind,
+        name: &str,
+        mut reader: R,
+    ) -> Result<WriteAck, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        Name::parse(name)?;
+        let first = read_chunk(&mut reader).await?;
+        if first.len() < CHUNK_BYTES_MAX {
+            // The whole body is in hand: send it like an in-memory write, with retries.
+            return self.write_bytes(kind, name, first).await;
+        }
+        let mut next = read_chunk(&mut reader).await?;
+        let tag = self.next_tag();
+        let timeout = self.inner.config.request_timeout;
+        let conn = self.connection().await?;
+        let (id, mut rx) = conn.register();
+        let _guard = Forget(conn.clone(), id);
+        let op = kind.op(
+            name,
+            Body {
+                data: first,
+                more: !next.is_empty(),
+            },
+            tag,
+        );
+        let interrupted = |e: ClientError| match e {
+            ClientError::Unavailable(m) => ClientError::Interrupted(m),
+            other => other,
+        };
+        conn.send(ClientFrame::Request(Request { id, op }))
+            .await
+            .map_err(interrupted)?;
+        while !next.is_empty() {
+            // The node may refuse early (for example when it is busy): stop sending then.
+            if let Ok(frame) = rx.try_recv() {
+                return reply_of(frame)
+                    .map(|r| r.map_err(from_wire))?
+                    .and_then(written);
+            }
+            let data = next;
+            next = match read_chunk(&mut reader).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // Best effort: the node aborts the write when the body stops anyway.
+                    let _ = conn.send(ClientFrame::Cancel { id }).await;
+                    return Err(e.into());
+                }
+            };
+            let last = next.is_empty();
+            conn.send(ClientFrame::Chunk(Chunk { id, data, last }))
+                .await
+                .map_err(interrupted)?;
+        }
+        response(&conn, &mut rx, timeout)
+            .await
+            .map_err(interrupted)
+            .and_then(written)
+    }
+
+    async fn call(&self, op: Op) -> Result<Reply, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        self.retrying(|conn| {
+            let op = op.clone();
+            async move {
+                let (id, mut rx) = conn.register();
+                let _guard = Forget(conn.clone(), id);
+                conn.send(ClientFrame::Request(Request { id, op })).await?;
+                response(&conn, &mut rx, timeout).await
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` on a connection, moving to the next node and trying again after a
+    /// retryable failure until the retry deadline.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let deadline = Instant::now() + self.inner.config.retry_deadline;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let result = match self.connection().await {
+                Ok(conn) => {
+                    let result = attempt(conn.clone()).await;
+                    if matches!(&result, Err(e) if e.is_retryable()) {
+                        self.discard(&conn).await;
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, ?backoff, "retrying on another node");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The current connection, or a new one to the next reachable node.
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let mut current = self.inner.current.lock().await;
+        if let Some(conn) = current.as_ref()
+            && !conn.is_closed()
+        {
+            return Ok(conn.clone());
+        }
+        let servers = &self.inner.config.servers;
+        let mut failures = Vec::new();
+        for _ in 0..servers.len() {
+            let i = self.inner.next_server.load(Ordering::Relaxed) % servers.len();
+            match Connection::open(&servers[i], self.inner.config.connect_timeout).await {
+                Ok(conn) => {
+                    *current = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(e) if e.is_retryable() => {
+                    failures.push(e.to_string());
+                    self.inner.next_server.store(i + 1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Unavailable(failures.join("; ")))
+    }
+
+    /// Drops `conn` if it is the current connection, so the next attempt uses another node.
+    async fn discard(&self, conn: &Arc<Connection>) {
+        let mut current = self.inner.current.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+            self.inner.next_server.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The chunks of a read, in order. Dropping it abandons the rest of the read.
+pub struct ReadStream {
+    _guard: Forget,
+    rx: Replies,
+    conn: Arc<Connection>,
+    info: FileInfo,
+    offset: u64,
+    len: u64,
+    received: u64,
+    done: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ReadStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadStream")
+            .field("info", &self.info)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl ReadStream {
+    /// The file as of the read.
+    pub fn info(&self) -> &FileInfo {
+        &self.info
+    }
+
+    /// The offset of the first byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// How many bytes the read delivers in all.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the read delivers no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The next chunk, or `None` after the last.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, ClientError>> {
+        if self.done {
+            return None;
+        }
+        let frame = match recv(&self.conn, &mut self.rx, self.timeout).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(match e {
+                    ClientError::Unavailable(m) => ClientError::Interrupted(m),
+                    other => other,
+                }));
+            }
+        };
+        let result = match frame {
+            ServerFrame::Chunk(c) => {
+                self.received += c.data.len() as u64;
+                if self.received > self.len || (c.last && self.received != self.len) {
+                    self.done = true;
+                    return Some(Err(ClientError::Protocol(format!(
+                        "read announced {} bytes, got {}",
+                        self.len, self.received
+                    ))));
+                }
+                self.done = c.last;
+                if c.data.is_empty() && c.last {
+                    return None;
+                }
+                Ok(c.data)
+            }
+            ServerFrame::StreamError { error, .. } => {
+                self.done = true;
+                Err(from_wire(error))
+            }
+            other => {
+                self.done = true;
+                Err(unexpected_frame(&other))
+            }
+        };
+        Some(result)
+    }
+}
+
+/// Forgets a request's route when dropped, however the request ends.
+struct Forget(Arc<Connection>, u64);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
+async fn recv(
+    conn: &Connection,
+    rx: &mut Replies,
+    timeout: Duration,
+) -> Result<ServerFrame, ClientError> {
+    match tokio::time::timeout(timeout, rx.recv()).await {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(lost(&conn.addr)),
+        Err(_) => Err(ClientError::Timeout(format!(
+            "{}: no answer within {timeout:?}",
+            conn.addr
+        ))),
+    }
+}
+
+async fn response(
+    conn: &Connection,
+    rx: &mut Replies,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let frame = recv(conn, rx, timeout).await?;
+    reply_of(frame)?.map_err(from_wire)
+}
+
+fn reply_of(frame: ServerFrame) -> Result<Result<Reply, dfs_proto::WireError>, ClientError> {
+    match frame {
+        ServerFrame::Response(r) => Ok(r.result),
+        other => Err(unexpected_frame(&other)),
+    }
+}
+
+fn written(reply: Reply) -> Result<WriteAck, ClientError> {
+    match reply {
+        Reply::Written(ack) => Ok(ack),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Reads up to one chunk, filling it unless the reader ends first (empty at the end).
+async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; CHUNK_BYTES_MAX];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {reply:?}"))
+}
+
+fn unexpected_frame(frame: &ServerFrame) -> ClientError {
+    ClientError::Protocol(format!("unexpected frame {frame:?}"))
+}

@@ -1,0 +1,182 @@
+//! One multiplexed connection to one node: a writer task, a reader task that routes every
+//! incoming frame to the request it answers, and a table of requests in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dfs_proto::{
+    ClientCodec, ClientFrame, ErrorCode, Hello, PROTOCOL_VERSION, Role, ServerFrame, WireError,
+};
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::ClientError;
+
+/// Frames queued for the socket; with chunks of 256 KiB this bounds a connection's send
+/// buffer to 2 MiB.
+const OUTBOUND_FRAMES_MAX: usize = 8;
+/// Frames queued for one request (a read's chunks) before the reader waits for the caller.
+pub(crate) const INBOUND_FRAMES_PER_REQUEST_MAX: usize = 8;
+
+/// What a request's receiver gets: the node's frames for it, in order.
+pub(crate) type Replies = mpsc::Receiver<ServerFrame>;
+
+pub(crate) struct Connection {
+    pub(crate) addr: String,
+    out: mpsc::Sender<ClientFrame>,
+    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>>,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Connects, says hello, and starts the reader and writer tasks.
+    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+        let unavailable = |why: String| ClientError::Unavailable(format!("{addr}: {why}"));
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| unavailable("connect timed out".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut framed = Framed::new(stream, ClientCodec::new());
+        framed
+            .send(ClientFrame::Hello(Hello::new(Role::Client)))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let welcome = tokio::time::timeout(timeout, framed.next())
+            .await
+            .map_err(|_| unavailable("no answer to hello".into()))?;
+        match welcome {
+            Some(Ok(ServerFrame::Welcome(w))) if w.version == PROTOCOL_VERSION => {
+                tracing::debug!(addr, node = w.node_id, "connected");
+            }
+            Some(Ok(ServerFrame::Goodbye(e))) => {
+                return Err(if e.code.is_retryable() {
+                    unavailable(e.message)
+                } else {
+                    ClientError::from(e)
+                });
+            }
+            Some(Ok(other)) => {
+                return Err(ClientError::Protocol(format!(
+                    "{addr} answered the hello with {other:?}"
+                )));
+            }
+            Some(Err(e)) => return Err(unavailable(e.to_string())),
+            None => return Err(unavailable("closed during hello".into())),
+        }
+
+        let (sink, mut stream) = framed.split();
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES_MAX);
+        let pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_frames(sink, out_rx, closed.clone()));
+        let reader_pending = pending.clone();
+        let reader_closed = closed.clone();
+        let reader_addr = addr.to_owned();
+        tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::debug!(addr = reader_addr, error = %e, "connection failed");
+                        break;
+                    }
+                };
+                let id = match &frame {
+                    ServerFrame::Response(r) => r.id,
+                    ServerFrame::Chunk(c) => c.id,
+                    ServerFrame::StreamError { id, .. } => *id,
+                    ServerFrame::Goodbye(e) => {
+                        tracing::debug!(addr = reader_addr, error = %e, "node closed the connection");
+                        break;
+                    }
+                    ServerFrame::Welcome(_) => break,
+                };
+                let route = reader_pending.lock().get(&id).cloned();
+                if let Some(tx) = route
+                    && tx.send(frame).await.is_err()
+                {
+                    // The caller gave up on this request; drop whatever else comes for it.
+                    reader_pending.lock().remove(&id);
+                }
+            }
+            reader_closed.store(true, Ordering::Release);
+            // Dropping every route tells each waiting request the connection is gone.
+            reader_pending.lock().clear();
+        });
+        Ok(Arc::new(Self {
+            addr: addr.to_owned(),
+            out,
+            pending,
+            next_id: AtomicU64::new(1),
+            closed,
+        }))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.out.is_closed()
+    }
+
+    /// Registers a new request id and returns it with the receiver of its replies.
+    pub(crate) fn register(&self) -> (u64, Replies) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(INBOUND_FRAMES_PER_REQUEST_MAX);
+        self.pending.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Forgets a request (its replies, if any more come, are dropped).
+    pub(crate) fn forget(&self, id: u64) {
+        self.pending.lock().remove(&id);
+    }
+
+    /// Queues a frame for the socket, waiting while the queue is full.
+    pub(crate) async fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
+        self.out
+            .send(frame)
+            .await
+            .map_err(|_| ClientError::Unavailable(format!("{}: connection closed", self.addr)))
+    }
+}
+
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<Framed<TcpStream, ClientCodec>, ClientFrame>,
+    mut rx: mpsc::Receiver<ClientFrame>,
+    closed: Arc<AtomicBool>,
+) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = sink.feed(frame).await {
+            tracing::debug!(error = %e, "write failed");
+            break;
+        }
+        if rx.is_empty()
+            && let Err(e) = sink.flush().await
+        {
+            tracing::debug!(error = %e, "flush failed");
+            break;
+        }
+    }
+    closed.store(true, Ordering::Release);
+}
+
+/// An error for a connection that went away while a request waited.
+pub(crate) fn lost(addr: &str) -> ClientError {
+    ClientError::Unavailable(format!("{addr}: connection lost"))
+}
+
+/// Maps an error frame into the client's error.
+pub(crate) fn from_wire(e: WireError) -> ClientError {
+    if e.code == ErrorCode::Timeout {
+        ClientError::Timeout(e.message)
+    } else {
+        ClientError::from(e)
+    }
+}

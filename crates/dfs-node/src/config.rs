@@ -1,0 +1,166 @@
+//! A node's configuration and its limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dfs_replication::{BODY_CHUNK_TIMEOUT, Member};
+
+use crate::NodeError;
+
+/// Every bound a node puts on what clients can make it hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at most; the next one is refused with `Busy`.
+    pub connections_max: usize,
+    /// Requests one connection may have in progress; more get `Busy` answers.
+    pub requests_in_flight_max: usize,
+    /// Time to send the hello after connecting.
+    pub hello_timeout: Duration,
+    /// A connection with nothing in progress and no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time the peer has to take each frame we send (a client that stops reading).
+    pub write_timeout: Duration,
+    /// Time to wait for each chunk of a streamed body before the write is abandoned.
+    pub body_chunk_timeout: Duration,
+    /// At shutdown, time given to requests in progress.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections_max: 1024,
+            requests_in_flight_max: 64,
+            hello_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
+            body_chunk_timeout: BODY_CHUNK_TIMEOUT,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `members`.
+    pub id: u64,
+    /// The cluster: every node's id and address, the same list on every node.
+    pub members: Vec<Member>,
+    /// Where the node keeps its data (the store lives in `data_dir/store`).
+    pub data_dir: PathBuf,
+    /// Replicas per new file; `None` means 2, or fewer if the cluster is smaller.
+    pub replication_factor: Option<usize>,
+    /// Sync every write to disk before acknowledging it (default on; turning it off
+    /// trades durability across machine crashes for speed).
+    pub fsync: bool,
+    /// The resource bounds.
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    /// A configuration for node `id` of `members`.
+    pub fn new(id: u64, members: Vec<Member>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            members,
+            data_dir: data_dir.into(),
+            replication_factor: None,
+            fsync: true,
+            limits: Limits::default(),
+        }
+    }
+
+    /// A one-member cluster: node 1 at `addr` (port 0 picks a free port).
+    pub fn single(data_dir: impl Into<PathBuf>, addr: &str) -> Self {
+        Self::new(
+            1,
+            vec![Member {
+                id: 1,
+                addr: addr.to_owned(),
+            }],
+            data_dir,
+        )
+    }
+
+    /// The replication factor in effect.
+    pub fn effective_replication_factor(&self) -> usize {
+        self.replication_factor
+            .unwrap_or_else(|| 2.min(self.members.len()))
+    }
+
+    /// Checks the configuration, returning this node's own member entry.
+    pub(crate) fn validate(&self) -> Result<&Member, NodeError> {
+        let me = self
+            .members
+            .iter()
+            .find(|m| m.id == self.id)
+            .ok_or_else(|| {
+                NodeError::Config(format!("--id {} is not in the --cluster list", self.id))
+            })?;
+        if self.members.len() > 1 {
+            return Err(NodeError::Config(format!(
+                "this version runs a one-member cluster; {} members were given \
+                 (replication across nodes is not implemented yet)",
+                self.members.len()
+            )));
+        }
+        let r = self.effective_replication_factor();
+        if r == 0 || r > self.members.len() {
+            return Err(NodeError::Config(format!(
+                "--replication-factor {r} must be between 1 and the number of members ({})",
+                self.members.len()
+            )));
+        }
+        Ok(me)
+    }
+
+    /// An id for the cluster, the same on every node started with the same member list.
+    pub fn cluster_id(&self) -> u64 {
+        let mut members: Vec<_> = self.members.iter().map(|m| (m.id, &m.addr)).collect();
+        members.sort();
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (id, addr) in members {
+            for b in id.to_be_bytes().iter().chain(addr.as_bytes()) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+/// Parses `1=127.0.0.1:6000,2=127.0.0.1:7000` into members.
+pub fn parse_cluster(spec: &str) -> Result<Vec<Member>, NodeError> {
+    let mut members: Vec<Member> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            NodeError::Config(format!("cluster entry {part:?} is not ID=HOST:PORT"))
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| NodeError::Config(format!("node id {id:?} is not a number")))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(NodeError::Config(format!(
+                "address {addr:?} of node {id} is not HOST:PORT"
+            )));
+        }
+        if members.iter().any(|m| m.id == id) {
+            return Err(NodeError::Config(format!("node id {id} appears twice")));
+        }
+        members.push(Member {
+            id,
+            addr: addr.to_owned(),
+        });
+    }
+    if members.is_empty() {
+        return Err(NodeError::Config("the cluster list is empty".into()));
+    }
+    Ok(members)
+}

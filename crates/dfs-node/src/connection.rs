@@ -1,0 +1,387 @@
+//! One connection: the hello, then a client session with pipelined requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dfs_proto::{
+    CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
+    ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
+};
+use dfs_replication::{BodyStream, BodyTx, EngineError, WriteMode};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::codec::Framed;
+
+use crate::server::Context;
+
+/// Frames queued for one connection's socket.
+const OUTBOUND_FRAMES_MAX: usize = 16;
+
+/// What a plain-HTTP client gets instead of silence.
+const HTTP_REFUSAL_BODY: &str = "this port speaks the dfs protocol, not HTTP: use dfs-client\r\n";
+
+fn http_refusal() -> String {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{HTTP_REFUSAL_BODY}",
+        HTTP_REFUSAL_BODY.len()
+    )
+}
+
+type Conn = Framed<TcpStream, ServerCodec>;
+
+#[tracing::instrument(name = "conn", skip_all, fields(node = ctx.node_id, %peer))]
+pub(crate) async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let mut conn = Framed::new(socket, ServerCodec::new());
+    let first = tokio::select! {
+        _ = shutdown.changed() => return,
+        first = tokio::time::timeout(ctx.limits.hello_timeout, conn.next()) => first,
+    };
+    let hello = match first {
+        Err(_) => {
+            let msg = format!("no hello within {:?}", ctx.limits.hello_timeout);
+            return goodbye(&mut conn, &ctx, ErrorCode::Timeout, msg).await;
+        }
+        Ok(None) => return,
+        Ok(Some(Err(ProtoError::FrameTooLarge { len, .. }))) if looks_like_http(len) => {
+            tracing::debug!("refused an HTTP request");
+            let socket = conn.get_mut();
+            let _ = tokio::time::timeout(
+                ctx.limits.write_timeout,
+                socket.write_all(http_refusal().as_bytes()),
+            )
+            .await;
+            let _ = socket.shutdown().await;
+            return;
+        }
+        Ok(Some(Err(e))) => return goodbye(&mut conn, &ctx, code_of(&e), e.to_string()).await,
+        Ok(Some(Ok(ClientFrame::Hello(h)))) => h,
+        Ok(Some(Ok(_))) => {
+            let msg = "the first frame must be a hello".to_owned();
+            return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
+        }
+    };
+    if hello.magic != MAGIC || hello.version != PROTOCOL_VERSION {
+        let msg = format!(
+            "this node speaks dfs protocol {PROTOCOL_VERSION} (magic {MAGIC:#x}); \
+             the hello said version {} with magic {:#x}",
+            hello.version, hello.magic
+        );
+        return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
+    }
+    match hello.role {
+        Role::Client => {}
+        Role::Peer { cluster_id, .. } if cluster_id != ctx.cluster_id => {
+            let msg = format!(
+                "this node belongs to cluster {:016x}, not {cluster_id:016x}",
+                ctx.cluster_id
+            );
+            return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
+        }
+        Role::Peer { node_id, .. } => {
+            let msg = format!(
+                "node {node_id}: peer replication is not part of this version (one-member cluster)"
+            );
+            return goodbye(&mut conn, &ctx, ErrorCode::Unavailable, msg).await;
+        }
+    }
+    let welcome = ServerFrame::Welcome(Welcome {
+        node_id: ctx.node_id,
+        cluster_id: ctx.cluster_id,
+        version: PROTOCOL_VERSION,
+    });
+    if send_with_timeout(&mut conn, &ctx, welcome).await.is_err() {
+        return;
+    }
+    tracing::debug!("client connected");
+    serve_client(conn, ctx, shutdown).await;
+    tracing::debug!("client disconnected");
+}
+
+/// Reads frames and dispatches requests until the client leaves, errs, idles or the node
+/// shuts down.
+async fn serve_client(conn: Conn, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let (mut sink, mut stream) = conn.split();
+    let (out, mut out_rx) = mpsc::channel::<ServerFrame>(OUTBOUND_FRAMES_MAX);
+    let write_timeout = ctx.limits.write_timeout;
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            let last = matches!(frame, ServerFrame::Goodbye(_));
+            if !matches!(
+                tokio::time::timeout(write_timeout, sink.feed(frame)).await,
+                Ok(Ok(()))
+            ) {
+                tracing::debug!("client does not take our frames; closing");
+                return;
+            }
+            if (last || out_rx.is_empty())
+                && !matches!(
+                    tokio::time::timeout(write_timeout, sink.flush()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return;
+            }
+            if last {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    });
+
+    let max = ctx.limits.requests_in_flight_max;
+    let in_flight = Arc::new(Semaphore::new(max));
+    let mut bodies: HashMap<u64, BodyTx> = HashMap::new();
+    let bye = |code, msg: String| ServerFrame::Goodbye(WireError::new(code, msg));
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = out.send(bye(ErrorCode::Unavailable, "the node is shutting down".into())).await;
+                break;
+            }
+            next = tokio::time::timeout(ctx.limits.idle_timeout, stream.next()) => next,
+        };
+        let frame = match next {
+            Err(_) if in_flight.available_permits() == max && bodies.is_empty() => {
+                let msg = format!("idle for {:?}", ctx.limits.idle_timeout);
+                let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
+                break;
+            }
+            Err(_) => continue,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "bad frame");
+                let _ = out.send(bye(code_of(&e), e.to_string())).await;
+                break;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame {
+            ClientFrame::Request(req) => {
+                let id = req.id;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    let msg = format!("more than {max} requests in flight on one connection");
+                    let _ = out.send(error_response(id, ErrorCode::Busy, msg)).await;
+                    continue;
+                };
+                let body = match req.op.body() {
+                    Some(b) if b.more => {
+                        if bodies.contains_key(&id) {
+                            let msg = format!("request id {id} is already streaming a body");
+                            let _ = out
+                                .send(error_response(id, ErrorCode::InvalidRequest, msg))
+                                .await;
+                            continue;
+                        }
+                        let (body, tx) = BodyStream::streaming(b.data.clone());
+                        bodies.insert(id, tx);
+                        Some(body.with_chunk_timeout(ctx.limits.body_chunk_timeout))
+                    }
+                    Some(b) => Some(BodyStream::from_bytes(b.data.clone())),
+                    None => None,
+                };
+                let (ctx2, out2) = (ctx.clone(), out.clone());
+                ctx.tracker.spawn(async move {
+                    handle_request(&ctx2, req, body, &out2).await;
+                    drop(permit);
+                });
+            }
+            ClientFrame::Chunk(Chunk { id, data, last }) => {
+                // Chunks of a request that already ended (refused early, or cancelled)
+                // are dropped.
+                if let Some(tx) = bodies.get(&id) {
+                    let failed = tx.send((data, last)).await.is_err();
+                    if last || failed {
+                        bodies.remove(&id);
+                    }
+                }
+            }
+            ClientFrame::Cancel { id } => {
+                // Dropping the sender ends the body early: the write is abandoned.
+                bodies.remove(&id);
+            }
+            ClientFrame::Hello(_) => {
+                let _ = out
+                    .send(bye(ErrorCode::ProtocolMismatch, "a second hello".into()))
+                    .await;
+                break;
+            }
+        }
+    }
+    drop(bodies);
+    drop(out);
+    // Requests still running hold their own senders; the writer ends after their replies.
+    let _ = writer.await;
+}
+
+async fn handle_request(
+    ctx: &Context,
+    req: Request,
+    body: Option<BodyStream>,
+    out: &mpsc::Sender<ServerFrame>,
+) {
+    let Request { id, op } = req;
+    let engine = &ctx.engine;
+    let body = || body.unwrap_or_else(|| BodyStream::from_bytes(Bytes::new()));
+    let page = |limit: u32| limit.clamp(1, PAGE_ENTRIES_MAX) as usize;
+    let result: Result<Reply, EngineError> = match op {
+        Op::Create { name, tag } => engine.create(&name, tag).await.map(Reply::Created),
+        Op::Append { name, tag, .. } => engine
+            .write(WriteMode::Append, &name, body(), tag)
+            .await
+            .map(Reply::Written),
+        Op::Put { name, tag, .. } => engine
+            .write(WriteMode::Put, &name, body(), tag)
+            .await
+            .map(Reply::Written),
+        Op::Read { name, offset, len } => {
+            return stream_read(ctx, id, &name, offset, len, out).await;
+        }
+        Op::Delete { name, tag } => engine.delete(&name, tag).await.map(|()| Reply::Deleted),
+        Op::List {
+            prefix,
+            start_after,
+            limit,
+        } => engine
+            .list(&prefix, start_after.as_deref(), page(limit))
+            .map(|(entries, next)| Reply::Listing { entries, next }),
+        Op::Stat { name } => engine.stat(&name).await.map(Reply::Stat),
+        Op::Table { start_after, limit } => {
+            let (entries, next) = engine.table(start_after.as_deref(), page(limit));
+            Ok(Reply::Table { entries, next })
+        }
+        Op::Status => Ok(Reply::Status(engine.status())),
+    };
+    if let Err(e) = &result {
+        log_error(id, e);
+    }
+    let result = result.map_err(|e| e.to_wire());
+    let _ = out
+        .send(ServerFrame::Response(Response { id, result }))
+        .await;
+}
+
+/// Answers a read with `ReadStart` and then the bytes, chunk by chunk, from a snapshot.
+async fn stream_read(
+    ctx: &Context,
+    id: u64,
+    name: &str,
+    offset: u64,
+    len: Option<u64>,
+    out: &mpsc::Sender<ServerFrame>,
+) {
+    let handle = match ctx.engine.read(name, offset, len).await {
+        Ok(h) => h,
+        Err(e) => {
+            log_error(id, &e);
+            let _ = out.send(error_response(id, e.code(), e.to_string())).await;
+            return;
+        }
+    };
+    let start = Reply::ReadStart {
+        info: handle.info.clone(),
+        offset: handle.offset,
+        len: handle.len,
+    };
+    if out
+        .send(ServerFrame::Response(Response {
+            id,
+            result: Ok(start),
+        }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut done = 0u64;
+    loop {
+        let data = match handle.chunk(done, CHUNK_BYTES_MAX).await {
+            Ok(d) => d,
+            Err(e) => {
+                log_error(id, &e);
+                let _ = out
+                    .send(ServerFrame::StreamError {
+                        id,
+                        error: e.to_wire(),
+                    })
+                    .await;
+                return;
+            }
+        };
+        done += data.len() as u64;
+        let last = done >= handle.len;
+        // The bounded queue makes a slow reader slow us, not fill our memory.
+        if out
+            .send(ServerFrame::Chunk(Chunk { id, data, last }))
+            .await
+            .is_err()
+            || last
+        {
+            return;
+        }
+    }
+}
+
+fn log_error(id: u64, e: &EngineError) {
+    match e.code() {
+        ErrorCode::Internal | ErrorCode::Corrupt => {
+            tracing::error!(id, error = %e, "request failed")
+        }
+        _ => tracing::debug!(id, error = %e, "request refused"),
+    }
+}
+
+fn error_response(id: u64, code: ErrorCode, message: String) -> ServerFrame {
+    ServerFrame::Response(Response {
+        id,
+        result: Err(WireError::new(code, message)),
+    })
+}
+
+async fn goodbye(conn: &mut Conn, ctx: &Context, code: ErrorCode, message: String) {
+    tracing::debug!(?code, message, "closing connection");
+    let _ = send_with_timeout(
+        conn,
+        ctx,
+        ServerFrame::Goodbye(WireError::new(code, message)),
+    )
+    .await;
+}
+
+async fn send_with_timeout(conn: &mut Conn, ctx: &Context, frame: ServerFrame) -> Result<(), ()> {
+    match tokio::time::timeout(ctx.limits.write_timeout, conn.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+fn code_of(e: &ProtoError) -> ErrorCode {
+    match e {
+        ProtoError::FrameTooLarge { .. } => ErrorCode::TooLarge,
+        ProtoError::Malformed(_) | ProtoError::Truncated(_) => ErrorCode::InvalidRequest,
+        ProtoError::Io(_) => ErrorCode::Internal,
+    }
+}
+
+/// Whether a length prefix is really the start of an HTTP request line.
+fn looks_like_http(len: usize) -> bool {
+    let Ok(len) = u32::try_from(len) else {
+        return false;
+    };
+    let head = len.to_be_bytes();
+    [
+        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+    ]
+    .iter()
+    .any(|m| head == **m)
+}

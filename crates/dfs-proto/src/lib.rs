@@ -1,0 +1,68 @@
+//! The dfs wire protocol: what travels between clients and nodes, and between nodes.
+//!
+//! This crate knows nothing of the network: it defines the data model's [`Name`] rules,
+//! the messages ([`ClientFrame`], [`ServerFrame`] and what they carry), the error
+//! vocabulary ([`ErrorCode`], [`WireError`]) and the [`FrameCodec`] that turns them into
+//! bytes. Nodes and clients wrap a socket in `tokio_util::codec::Framed` with it.
+//!
+//! # Frames
+//! Every frame is a 4-byte big-endian length followed by that many bytes of a
+//! postcard-encoded message. The length is checked before any byte of the body is
+//! buffered: a frame longer than [`FRAME_BYTES_MAX`] is refused with
+//! [`ProtoError::FrameTooLarge`], so a peer cannot make us allocate without bound.
+//!
+//! # A connection
+//! ```text
+//! client                                   node
+//!   | ClientFrame::Hello{magic,version,role} |
+//!   |--------------------------------------->|   mismatch: ServerFrame::Goodbye(error), close
+//!   |<---------------------------------------|   ServerFrame::Welcome{node_id, ..}
+//!   | Request{id:1, Put{body:{more:true}}}   |
+//!   | Chunk{id:1, ..} .. Chunk{id:1,last}    |   bodies larger than one frame stream as chunks
+//!   | Request{id:2, Read{..}}                |   requests pipeline: ids tell replies apart
+//!   |<---------------------------------------|   Response{id:2, ReadStart{len}} Chunk{id:2}..
+//!   |<---------------------------------------|   Response{id:1, Written{..}}
+//! ```
+//!
+//! # Compatibility
+//! postcard is not self-describing, so the hello carries [`PROTOCOL_VERSION`] and a node
+//! refuses any other. Enum variants are only ever appended, never reordered.
+//!
+//! Why postcard: compact, `serde`-driven, no schema compiler, and it decodes from a
+//! bounded buffer without trusting lengths inside the message beyond that buffer.
+
+mod codec;
+mod error;
+mod message;
+mod name;
+
+pub use codec::{ClientCodec, FrameCodec, ProtoError, ServerCodec};
+pub use error::{ErrorCode, WireError};
+pub use message::*;
+pub use name::{NAME_BYTES_MAX, Name, NameError, SEGMENT_BYTES_MAX, validate_prefix};
+
+/// First field of every hello: "DFS1" in ASCII.
+pub const MAGIC: u32 = u32::from_be_bytes(*b"DFS1");
+
+/// The protocol version this crate speaks; a node refuses a hello with any other.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame body either side accepts or sends (1 MiB).
+///
+/// Bounds the memory one frame can take; big payloads travel as [`Chunk`]s.
+pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
+
+/// Largest payload of one [`Chunk`] (or of a request's inline body): 256 KiB.
+///
+/// Leaves ample room under [`FRAME_BYTES_MAX`] for the envelope around it.
+pub const CHUNK_BYTES_MAX: usize = 256 * 1024;
+
+/// Most entries in one page of `list` or `table`: worst case 512 x (1 KiB name + a little)
+/// stays well under [`FRAME_BYTES_MAX`].
+pub const PAGE_ENTRIES_MAX: u32 = 512;
+
+const _: () = assert!(CHUNK_BYTES_MAX + NAME_BYTES_MAX + 256 < FRAME_BYTES_MAX);
+const _: () = assert!(PAGE_ENTRIES_MAX as usize * (NAME_BYTES_MAX + 128) < FRAME_BYTES_MAX);
+
+#[cfg(test)]
+mod test;

@@ -1,0 +1,382 @@
+//! The messages: what a client (or a peer) sends, and what a node answers.
+//!
+//! Names travel as plain strings and are checked by the node that serves the request, so
+//! a bad name gets an [`ErrorCode::InvalidName`](crate::ErrorCode) reply for that request
+//! rather than a closed connection.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// A node's id in the cluster (`--id`).
+pub type NodeId = u64;
+
+/// The first frame on every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`](crate::MAGIC).
+    pub magic: u32,
+    /// The sender's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    pub version: u16,
+    /// Who is calling.
+    pub role: Role,
+}
+
+impl Hello {
+    /// The hello this crate's version sends for `role`.
+    pub fn new(role: Role) -> Self {
+        Self {
+            magic: crate::MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            role,
+        }
+    }
+}
+
+/// Who opened a connection: a client, or another node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A client: sends [`Request`]s.
+    Client,
+    /// A node of cluster `cluster_id` (refused if it is not ours).
+    Peer {
+        /// The cluster the peer belongs to.
+        cluster_id: u64,
+        /// The peer's node id.
+        node_id: NodeId,
+    },
+}
+
+/// A node's answer to an accepted hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The node's cluster id.
+    pub cluster_id: u64,
+    /// The protocol version the node speaks.
+    pub version: u16,
+}
+
+/// Every frame a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// The first frame of a connection.
+    Hello(Hello),
+    /// A request; its id must be unique among the connection's requests in flight.
+    Request(Request),
+    /// More body bytes for the request with the chunk's id.
+    Chunk(Chunk),
+    /// Abandon the request with this id (a write whose body stream failed is not applied).
+    Cancel {
+        /// The request to abandon.
+        id: u64,
+    },
+}
+
+/// Every frame a node sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The hello was accepted.
+    Welcome(Welcome),
+    /// The answer to one request.
+    Response(Response),
+    /// Bytes of a read, after its `ReadStart` response.
+    Chunk(Chunk),
+    /// A read stream failed part-way; no more chunks follow for `id`.
+    StreamError {
+        /// The request whose stream ended.
+        id: u64,
+        /// Why.
+        error: WireError,
+    },
+    /// The node closes the connection, and says why (bad hello, malformed frame, shutdown).
+    Goodbye(WireError),
+}
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; the response carries it back.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Identifies a write across retries so it is applied at most once: a client picks a
+/// random `client_id` once and numbers its writes with `seq`; a retry reuses both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OpTag {
+    /// Random per client instance.
+    pub client_id: u64,
+    /// Grows with each new write of that client; a retry keeps its number.
+    pub seq: u64,
+}
+
+/// The body of a write: the first part inline; if `more`, [`Chunk`]s with the request's id
+/// follow until one has `last` set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    /// The first (often the only) bytes, at most [`CHUNK_BYTES_MAX`](crate::CHUNK_BYTES_MAX).
+    pub data: Bytes,
+    /// Whether chunks follow.
+    pub more: bool,
+}
+
+/// A part of a streamed body (client to node: a write; node to client: a read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The request this belongs to.
+    pub id: u64,
+    /// At most [`CHUNK_BYTES_MAX`](crate::CHUNK_BYTES_MAX) bytes.
+    pub data: Bytes,
+    /// The final chunk of the stream.
+    pub last: bool,
+}
+
+/// The operations of the data model (BRIEF 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new empty file; `AlreadyExists` if the name is taken.
+    Create {
+        /// The file.
+        name: String,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+    /// Append bytes, creating the file if missing. Applied whole or not at all.
+    Append {
+        /// The file.
+        name: String,
+        /// The bytes.
+        body: Body,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+    /// Replace the whole content atomically, creating the file if missing.
+    Put {
+        /// The file.
+        name: String,
+        /// The new content.
+        body: Body,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+    /// Read `len` bytes (to the end if `None`) from `offset`.
+    Read {
+        /// The file.
+        name: String,
+        /// First byte.
+        offset: u64,
+        /// How many bytes at most; `None` reads to the end.
+        len: Option<u64>,
+    },
+    /// Remove the file from every replica and from the table.
+    Delete {
+        /// The file.
+        name: String,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+    /// One page of the names starting with `prefix`, sorted.
+    List {
+        /// Only names starting with this.
+        prefix: String,
+        /// Resume after this name (from the previous page's `next`).
+        start_after: Option<String>,
+        /// Page size, at most [`PAGE_ENTRIES_MAX`](crate::PAGE_ENTRIES_MAX).
+        limit: u32,
+    },
+    /// Size, version, replicas, checksum and time of one file.
+    Stat {
+        /// The file.
+        name: String,
+    },
+    /// One page of the placement table.
+    Table {
+        /// Resume after this name.
+        start_after: Option<String>,
+        /// Page size, at most [`PAGE_ENTRIES_MAX`](crate::PAGE_ENTRIES_MAX).
+        limit: u32,
+    },
+    /// Every node's state and the cluster map's leader and term.
+    Status,
+}
+
+impl Op {
+    /// The file the operation is about, if it is about one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Op::Create { name, .. }
+            | Op::Append { name, .. }
+            | Op::Put { name, .. }
+            | Op::Read { name, .. }
+            | Op::Delete { name, .. }
+            | Op::Stat { name } => Some(name),
+            Op::List { .. } | Op::Table { .. } | Op::Status => None,
+        }
+    }
+
+    /// The write body, for the operations that carry one.
+    pub fn body(&self) -> Option<&Body> {
+        match self {
+            Op::Append { body, .. } | Op::Put { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// What happened.
+    pub result: Result<Reply, WireError>,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `create` done.
+    Created(FileInfo),
+    /// `append` or `put` done, durable on every replica.
+    Written(WriteAck),
+    /// A read's bytes follow as exactly `len` bytes of [`Chunk`]s, the final one `last`.
+    ReadStart {
+        /// The file as of the read.
+        info: FileInfo,
+        /// The first byte sent.
+        offset: u64,
+        /// How many bytes follow.
+        len: u64,
+    },
+    /// `delete` done.
+    Deleted,
+    /// A page of `list`.
+    Listing {
+        /// Sorted by name.
+        entries: Vec<ListEntry>,
+        /// Pass as `start_after` for the next page; `None` when this was the last.
+        next: Option<String>,
+    },
+    /// `stat`.
+    Stat(FileInfo),
+    /// A page of the placement table.
+    Table {
+        /// Sorted by name.
+        entries: Vec<TableEntry>,
+        /// Pass as `start_after` for the next page; `None` when this was the last.
+        next: Option<String>,
+    },
+    /// `status`.
+    Status(ClusterStatus),
+}
+
+/// What `stat` tells about a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The file's name.
+    pub name: String,
+    /// The id its bytes are stored under (new for every create of the name).
+    pub file_id: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Count of applied writes since create (0 for a new file).
+    pub version: u64,
+    /// CRC-32C of the whole content.
+    pub checksum: u32,
+    /// The nodes holding it, primary first.
+    pub replicas: Vec<NodeId>,
+    /// Last write, in milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+}
+
+/// The result of an append or put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteAck {
+    /// The file's version after the write.
+    pub version: u64,
+    /// The file's size after the write.
+    pub size: u64,
+    /// CRC-32C of the content after the write.
+    pub checksum: u32,
+    /// True when this was a retry of a write already applied (nothing applied again).
+    pub duplicate: bool,
+}
+
+/// One line of `list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// The file's name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Version.
+    pub version: u64,
+}
+
+/// One line of the placement table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// The file's name.
+    pub name: String,
+    /// The id its bytes are stored under.
+    pub file_id: u64,
+    /// The nodes holding it, primary first.
+    pub replicas: Vec<NodeId>,
+    /// Bumped on every change of the replica set.
+    pub epoch: u64,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Every member.
+    pub nodes: Vec<NodeStatus>,
+    /// The cluster map's leader, if known.
+    pub leader: Option<NodeId>,
+    /// The cluster map's term.
+    pub term: u64,
+    /// The replication factor new files get.
+    pub replication_factor: u32,
+}
+
+/// One member's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where it serves clients and peers.
+    pub addr: String,
+    /// Whether it is up as far as the answering node knows.
+    pub up: bool,
+    /// Its role in the cluster map.
+    pub role: NodeRole,
+}
+
+/// A node's role in the cluster map's consensus group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Leads the map.
+    Leader,
+    /// Follows the leader.
+    Follower,
+    /// Running an election.
+    Candidate,
+    /// Not known (the node is down or unreachable).
+    Unknown,
+}
+
+impl NodeRole {
+    /// Lower-case name, as the CLI prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Leader => "leader",
+            NodeRole::Follower => "follower",
+            NodeRole::Candidate => "candidate",
+            NodeRole::Unknown => "unknown",
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The engine's error type and its wire form.
+
+use dfs_proto::{ErrorCode, NameError, WireError};
+use dfs_store::StoreError;
+
+/// Everything an engine operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The name breaks a rule of the data model.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// No such file.
+    #[error("{0:?} not found")]
+    NotFound(String),
+    /// `create` of an existing name.
+    #[error("{0:?} already exists")]
+    AlreadyExists(String),
+    /// A streamed body ended before its last chunk (the client went away or cancelled);
+    /// nothing was applied.
+    #[error("write abandoned: {0}")]
+    BodyAborted(String),
+    /// A request the engine cannot serve as asked.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A background task failed (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The code a client sees for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::InvalidName(_) => ErrorCode::InvalidName,
+            EngineError::NotFound(_) => ErrorCode::NotFound,
+            EngineError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            EngineError::BodyAborted(_) | EngineError::InvalidRequest(_) => {
+                ErrorCode::InvalidRequest
+            }
+            EngineError::Store(StoreError::Corrupt { .. }) => ErrorCode::Corrupt,
+            EngineError::Store(StoreError::Busy(_)) => ErrorCode::Busy,
+            EngineError::Store(StoreError::NameTooLong(_)) => ErrorCode::InvalidName,
+            EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The error as sent to a client.
+    pub fn to_wire(&self) -> WireError {
+        WireError::new(self.code(), self.to_string())
+    }
+}

@@ -1,0 +1,269 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs_proto::{ErrorCode, OpTag};
+use dfs_store::{Store, StoreConfig};
+
+use crate::*;
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let (store, _) = Store::open(StoreConfig::new(dir)).expect("store opens");
+    Engine::new(
+        EngineConfig {
+            node_id: 1,
+            members: vec![Member {
+                id: 1,
+                addr: "127.0.0.1:0".into(),
+            }],
+            replication_factor: 1,
+            body_chunk_timeout: Duration::from_secs(5),
+        },
+        Arc::new(store),
+    )
+    .expect("engine starts")
+}
+
+async fn read_all(e: &Engine, name: &str) -> Vec<u8> {
+    let h = e.read(name, 0, None).await.expect("read starts");
+    h.chunk(0, h.len as usize).await.expect("reads").to_vec()
+}
+
+fn tag(seq: u64) -> Option<OpTag> {
+    Some(OpTag { client_id: 7, seq })
+}
+
+#[tokio::test]
+async fn every_operation_on_one_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    let info = e.create("a/b.txt", tag(1)).await.expect("create");
+    assert_eq!(
+        (info.size, info.version, info.replicas.clone()),
+        (0, 0, vec![1])
+    );
+    let err = e.create("a/b.txt", tag(2)).await.expect_err("exists");
+    assert_eq!(err.code(), ErrorCode::AlreadyExists);
+    e.write(
+        WriteMode::Append,
+        "a/b.txt",
+        BodyStream::from_bytes("hello "),
+        tag(3),
+    )
+    .await
+    .expect("append");
+    let ack = e
+        .write(
+            WriteMode::Append,
+            "a/b.txt",
+            BodyStream::from_bytes("world"),
+            tag(4),
+        )
+        .await
+        .expect("append");
+    assert_eq!((ack.version, ack.size), (2, 11));
+    assert_eq!(read_all(&e, "a/b.txt").await, b"hello world");
+    let part = e.read("a/b.txt", 6, Some(3)).await.expect("range");
+    assert_eq!(&part.chunk(0, 100).await.expect("chunk")[..], b"wor");
+    let past_end = e.read("a/b.txt", 100, None).await.expect("past end");
+    assert_eq!(past_end.len, 0);
+    e.write(
+        WriteMode::Put,
+        "a/b.txt",
+        BodyStream::from_bytes("new"),
+        tag(5),
+    )
+    .await
+    .expect("put");
+    assert_eq!(read_all(&e, "a/b.txt").await, b"new");
+    let st = e.stat("a/b.txt").await.expect("stat");
+    assert_eq!(
+        (st.size, st.version, st.checksum),
+        (3, 3, crc32c::crc32c(b"new"))
+    );
+    let (list, next) = e.list("a/", None, 10).expect("list");
+    assert_eq!(list.len(), 1);
+    assert!(next.is_none());
+    assert_eq!(e.table(None, 10).0[0].replicas, vec![1]);
+    e.delete("a/b.txt", tag(6)).await.expect("delete");
+    assert_eq!(
+        e.stat("a/b.txt").await.expect_err("gone").code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        e.delete("a/b.txt", tag(7)).await.expect_err("gone").code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        e.create("../x", None).await.expect_err("bad").code(),
+        ErrorCode::InvalidName
+    );
+}
+
+#[tokio::test]
+async fn retried_writes_apply_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    for _ in 0..3 {
+        e.write(WriteMode::Append, "f", BodyStream::from_bytes("x"), tag(1))
+            .await
+            .expect("append");
+    }
+    assert_eq!(read_all(&e, "f").await, b"x");
+    let again = e
+        .write(WriteMode::Append, "f", BodyStream::from_bytes("x"), tag(1))
+        .await
+        .expect("append");
+    assert!(again.duplicate);
+    // A retried create or delete answers like the first time.
+    let first = e.create("g", tag(2)).await.expect("create");
+    assert_eq!(
+        e.create("g", tag(2)).await.expect("retry").file_id,
+        first.file_id
+    );
+    e.delete("g", tag(3)).await.expect("delete");
+    e.delete("g", tag(3))
+        .await
+        .expect("retried delete succeeds");
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    e.write(WriteMode::Append, "f", BodyStream::from_bytes("keep"), None)
+        .await
+        .expect("append");
+    for mode in [WriteMode::Append, WriteMode::Put] {
+        let (body, tx) = BodyStream::streaming(Bytes::from_static(b"partial"));
+        tx.send((Bytes::from_static(b"more"), false))
+            .await
+            .expect("queued");
+        drop(tx); // the connection went away before the last chunk
+        let err = e.write(mode, "f", body, None).await.expect_err("aborted");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+        assert_eq!(read_all(&e, "f").await, b"keep");
+    }
+    let (body, tx) = BodyStream::streaming(Bytes::from_static(b"a"));
+    let writer = tokio::spawn(async move {
+        tx.send((Bytes::from_static(b"b"), false))
+            .await
+            .expect("queued");
+        tx.send((Bytes::from_static(b"c"), true))
+            .await
+            .expect("queued");
+    });
+    e.write(WriteMode::Append, "f", body, None)
+        .await
+        .expect("streamed");
+    writer.await.expect("sender");
+    assert_eq!(read_all(&e, "f").await, b"keepabc");
+}
+
+#[tokio::test]
+async fn a_read_is_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    e.write(WriteMode::Put, "f", BodyStream::from_bytes("old"), None)
+        .await
+        .expect("put");
+    let h = e.read("f", 0, None).await.expect("read");
+    e.write(WriteMode::Append, "f", BodyStream::from_bytes("!!"), None)
+        .await
+        .expect("append");
+    e.write(
+        WriteMode::Put,
+        "f",
+        BodyStream::from_bytes("brand new"),
+        None,
+    )
+    .await
+    .expect("put");
+    e.delete("f", None).await.expect("delete");
+    assert_eq!(&h.chunk(0, 100).await.expect("old bytes")[..], b"old");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_land_whole_and_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = Arc::new(engine(dir.path()));
+    let mut tasks = Vec::new();
+    for i in 0..24u8 {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let record = vec![b'a' + i; 100];
+            e.write(
+                WriteMode::Append,
+                "log",
+                BodyStream::from_bytes(record),
+                None,
+            )
+            .await
+            .expect("append");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let bytes = read_all(&e, "log").await;
+    assert_eq!(bytes.len(), 2400);
+    let mut seen: Vec<u8> = bytes
+        .chunks(100)
+        .map(|r| {
+            assert!(r.iter().all(|b| *b == r[0]), "an append was interleaved");
+            r[0]
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..24).map(|i| b'a' + i).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_map_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let e = engine(dir.path());
+        e.write(
+            WriteMode::Append,
+            "x/1",
+            BodyStream::from_bytes("one"),
+            None,
+        )
+        .await
+        .expect("append");
+        e.create("x/2", None).await.expect("create");
+        e.create("y", None).await.expect("create");
+        e.delete("y", None).await.expect("delete");
+    }
+    let e = engine(dir.path());
+    let names: Vec<String> = e
+        .list("", None, 10)
+        .expect("list")
+        .0
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["x/1", "x/2"]);
+    assert_eq!(read_all(&e, "x/1").await, b"one");
+}
+
+#[tokio::test]
+async fn pages_resume_where_they_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path());
+    for i in 0..7 {
+        e.create(&format!("p/{i}"), None).await.expect("create");
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = e.list("p/", after.as_deref(), 3).expect("list");
+        assert!(page.len() <= 3);
+        names.extend(page.into_iter().map(|l| l.name));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(names, (0..7).map(|i| format!("p/{i}")).collect::<Vec<_>>());
+}

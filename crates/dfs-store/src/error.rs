@@ -1,0 +1,66 @@
+//! The single error type of the store.
+
+use std::path::PathBuf;
+
+use crate::{FileId, NAME_MAX};
+
+/// Everything that can go wrong in a [`Store`](crate::Store) operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No file with this id exists (never created, or deleted).
+    #[error("file {0:016x} not found")]
+    NotFound(FileId),
+    /// `create` was called for an id that already exists.
+    #[error("file {0:016x} already exists")]
+    AlreadyExists(FileId),
+    /// The file's single writer slot is taken by an open [`AppendTxn`](crate::AppendTxn) or
+    /// [`PutTxn`](crate::PutTxn); commit or drop it first.
+    #[error("file {0:016x} has a streaming write in progress")]
+    Busy(FileId),
+    /// The file is damaged (found at recovery, or a write failed half-way); it is kept out of
+    /// service and never served. Delete it and restore it from another replica.
+    #[error("file {id:016x} is corrupt: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        id: FileId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another [`Store`](crate::Store) (in this or another process) holds the directory's `LOCK`.
+    #[error("store directory {0} is already in use (its LOCK file is held)")]
+    Locked(PathBuf),
+    /// A file name longer than [`NAME_MAX`] bytes; carries the offending length.
+    #[error("file name is {0} bytes long; at most {NAME_MAX} bytes are allowed")]
+    NameTooLong(usize),
+    /// An operating-system I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing (and on which path).
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Wraps an I/O error with a description of what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    /// Converts the error into [`StoreError::Io`] with the context produced by `f`.
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::io(f(), e))
+    }
+}

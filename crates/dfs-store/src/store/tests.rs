@@ -1,0 +1,723 @@
+//! Unit tests of the store.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+use super::*;
+use crate::DEDUP_ENTRIES_MAX;
+
+fn open_in(dir: &TempDir, fsync: bool) -> (Store, RecoveryReport) {
+    Store::open(StoreConfig {
+        dir: dir.path().to_path_buf(),
+        fsync,
+    })
+    .expect("open store")
+}
+
+fn data_path(dir: &TempDir, id: FileId) -> PathBuf {
+    dir.path().join("files").join(format!("{id:016x}"))
+}
+
+fn key(client_id: u64, seq: u64) -> Option<DedupKey> {
+    Some(DedupKey { client_id, seq })
+}
+
+fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+fn assert_send_static<T: Send + 'static>() {}
+
+#[test]
+fn types_are_thread_safe() {
+    assert_send_sync_static::<Store>();
+    assert_send_sync_static::<Snapshot>();
+    assert_send_static::<AppendTxn>();
+    assert_send_static::<PutTxn>();
+}
+
+#[test]
+fn round_trips() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, report) = Store::open(StoreConfig::new(dir.path())).expect("open");
+    assert_eq!(report, RecoveryReport::default());
+
+    let meta = store.create(1, "notes.txt").expect("create");
+    assert_eq!(
+        (meta.id, meta.name.as_str(), meta.size, meta.version),
+        (1, "notes.txt", 0, 0)
+    );
+    assert_eq!(meta.checksum, crc32c::crc32c(b""));
+    assert!(data_path(&dir, 1).exists());
+    assert_eq!(store.read(1).expect("read"), b"");
+
+    store.append(1, b"hello ", None).expect("append");
+    store.append(1, b"world", None).expect("append");
+    assert_eq!(store.read(1).expect("read"), b"hello world");
+
+    let out = store.put(1, b"replaced", None).expect("put");
+    assert_eq!(out.size, 8);
+    assert_eq!(store.read(1).expect("read"), b"replaced");
+    assert_eq!(store.meta(1).expect("meta").name, "notes.txt");
+
+    store.create(2, "other").expect("create 2");
+    let ids: Vec<FileId> = store.files().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2]);
+
+    store.delete(1).expect("delete");
+    assert!(!data_path(&dir, 1).exists());
+    assert!(matches!(store.meta(1), Err(StoreError::NotFound(1))));
+    assert_eq!(store.files().len(), 1);
+    // The id can be reused after a delete.
+    store.create(1, "again").expect("re-create");
+    assert_eq!(store.read(1).expect("read"), b"");
+}
+
+#[test]
+fn error_cases() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    assert!(matches!(store.meta(5), Err(StoreError::NotFound(5))));
+    assert!(matches!(
+        store.append(5, b"x", None),
+        Err(StoreError::NotFound(5))
+    ));
+    assert!(matches!(
+        store.put(5, b"x", None),
+        Err(StoreError::NotFound(5))
+    ));
+    assert!(matches!(store.delete(5), Err(StoreError::NotFound(5))));
+    assert!(matches!(store.snapshot(5), Err(StoreError::NotFound(5))));
+    assert!(matches!(
+        store.begin_append(5),
+        Err(StoreError::NotFound(5))
+    ));
+    assert!(matches!(store.verify(5), Err(StoreError::NotFound(5))));
+
+    store.create(5, "a").expect("create");
+    assert!(matches!(
+        store.create(5, "b"),
+        Err(StoreError::AlreadyExists(5))
+    ));
+    assert_eq!(store.meta(5).expect("meta").name, "a");
+
+    let long = "x".repeat(NAME_MAX + 1);
+    assert!(matches!(
+        store.create(6, &long),
+        Err(StoreError::NameTooLong(1025))
+    ));
+    let longest = "y".repeat(NAME_MAX);
+    store.create(6, &longest).expect("name of NAME_MAX bytes");
+    assert_eq!(store.meta(6).expect("meta").name, longest);
+    assert!(matches!(store.meta(7), Err(StoreError::NotFound(7))));
+}
+
+#[test]
+fn versions_and_checksums() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    let mut content = Vec::new();
+    for (i, chunk) in [&b"abc"[..], b"", b"defgh", &[0u8; 5000]]
+        .iter()
+        .enumerate()
+    {
+        let out = store.append(1, chunk, None).expect("append");
+        content.extend_from_slice(chunk);
+        assert_eq!(out.version, i as u64 + 1);
+        assert_eq!(out.size, content.len() as u64);
+        assert_eq!(out.checksum, crc32c::crc32c(&content));
+        assert!(!out.duplicate);
+        let meta = store.meta(1).expect("meta");
+        assert_eq!(
+            (meta.version, meta.size, meta.checksum),
+            (out.version, out.size, out.checksum)
+        );
+    }
+    let out = store.put(1, b"new content", None).expect("put");
+    assert_eq!(out.version, 5);
+    assert_eq!(out.checksum, crc32c::crc32c(b"new content"));
+    assert!(store.verify(1).expect("verify"));
+}
+
+#[test]
+fn dedup_applies_once() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    let first = store.append(1, b"abc", key(7, 1)).expect("append");
+    let again = store.append(1, b"abc", key(7, 1)).expect("retry");
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(
+        WriteOutcome {
+            duplicate: false,
+            ..again
+        },
+        first
+    );
+    assert_eq!(store.read(1).expect("read"), b"abc");
+    assert_eq!(
+        store
+            .dedup_lookup(
+                1,
+                DedupKey {
+                    client_id: 7,
+                    seq: 1
+                }
+            )
+            .expect("lookup"),
+        Some(again)
+    );
+    assert_eq!(
+        store
+            .dedup_lookup(
+                1,
+                DedupKey {
+                    client_id: 7,
+                    seq: 2
+                }
+            )
+            .expect("lookup"),
+        None
+    );
+
+    // Put: dedup applies and the table is carried over.
+    let p = store.put(1, b"xyz", key(7, 2)).expect("put");
+    let p2 = store.put(1, b"other", key(7, 2)).expect("put retry");
+    assert!(p2.duplicate && p2.version == p.version);
+    assert_eq!(store.read(1).expect("read"), b"xyz");
+    assert!(store.append(1, b"!", key(7, 1)).expect("old key").duplicate);
+    assert_eq!(store.read(1).expect("read"), b"xyz");
+
+    // Survives a reopen.
+    drop(store);
+    let (store, _) = open_in(&dir, false);
+    assert!(
+        store
+            .append(1, b"abc", key(7, 1))
+            .expect("after reopen")
+            .duplicate
+    );
+    assert_eq!(store.read(1).expect("read"), b"xyz");
+
+    // Streaming commits check the key first.
+    let mut txn = store.begin_append(1).expect("begin");
+    txn.write(b"zzz").expect("write");
+    let d = txn.commit(key(7, 2)).expect("commit dup");
+    assert!(d.duplicate);
+    assert_eq!(store.read(1).expect("read"), b"xyz");
+    assert_eq!(
+        std::fs::metadata(data_path(&dir, 1)).expect("stat").len(),
+        HEADER_SIZE + 3
+    );
+    let mut txn = store.begin_put(1).expect("begin put");
+    txn.write(b"zzz").expect("write");
+    assert!(txn.commit(key(7, 1)).expect("commit dup").duplicate);
+    assert_eq!(store.read(1).expect("read"), b"xyz");
+}
+
+#[test]
+fn dedup_table_is_bounded() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    let n = DEDUP_ENTRIES_MAX as u64 + 1;
+    for seq in 0..n {
+        store.append(1, b"x", key(3, seq)).expect("append");
+    }
+    // The oldest key was evicted, the newest 64 are remembered.
+    assert_eq!(
+        store
+            .dedup_lookup(
+                1,
+                DedupKey {
+                    client_id: 3,
+                    seq: 0
+                }
+            )
+            .expect("lookup"),
+        None
+    );
+    for seq in 1..n {
+        assert!(
+            store
+                .dedup_lookup(1, DedupKey { client_id: 3, seq })
+                .expect("lookup")
+                .is_some()
+        );
+    }
+    drop(store);
+    let (store, report) = open_in(&dir, false);
+    assert!(report.damaged.is_empty());
+    assert_eq!(store.meta(1).expect("meta").size, n);
+    // The evicted key is applied again (the documented limit of the window).
+    assert!(!store.append(1, b"x", key(3, 0)).expect("append").duplicate);
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, true);
+    store.create(10, "ten").expect("create");
+    store.append(10, b"0123456789", None).expect("append");
+    store.create(11, "eleven").expect("create");
+    store.put(11, b"eleven bytes", None).expect("put");
+    store.create(12, "gone").expect("create");
+    store.delete(12).expect("delete");
+    let before = store.files();
+    drop(store);
+
+    let (store, report) = open_in(&dir, true);
+    assert_eq!(
+        report,
+        RecoveryReport {
+            files: 2,
+            ..RecoveryReport::default()
+        }
+    );
+    assert_eq!(store.files(), before);
+    assert_eq!(store.read(10).expect("read"), b"0123456789");
+    assert_eq!(store.read(11).expect("read"), b"eleven bytes");
+    assert!(matches!(store.meta(12), Err(StoreError::NotFound(12))));
+    // Header writes keep alternating slots correctly after a reopen.
+    for _ in 0..3 {
+        store.append(10, b"+", None).expect("append");
+    }
+    drop(store);
+    let (store, _) = open_in(&dir, true);
+    assert_eq!(store.read(10).expect("read"), b"0123456789+++");
+    assert_eq!(store.meta(10).expect("meta").version, 4);
+}
+
+#[test]
+fn lock_prevents_second_open() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    match Store::open(StoreConfig::new(dir.path())) {
+        Err(StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(store);
+    open_in(&dir, false);
+}
+
+#[test]
+fn recovery_removes_temp_files() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    drop(store);
+    for name in ["0000000000000001.0.tmp", "junk"] {
+        std::fs::write(dir.path().join("tmp").join(name), b"partial").expect("write temp");
+    }
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.temp_files_removed, 2);
+    assert_eq!(report.files, 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("ls")
+            .count(),
+        0
+    );
+    assert_eq!(store.read(1).expect("read"), b"");
+}
+
+#[test]
+fn recovery_truncates_torn_append() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"hello", None).expect("append");
+    drop(store);
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(data_path(&dir, 1))
+        .expect("open data file");
+    f.write_all(b" torn tail").expect("write tail");
+    drop(f);
+
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.torn_appends_truncated, 1);
+    assert!(report.damaged.is_empty());
+    assert_eq!(store.read(1).expect("read"), b"hello");
+    assert_eq!(
+        std::fs::metadata(data_path(&dir, 1)).expect("stat").len(),
+        HEADER_SIZE + 5
+    );
+    assert!(store.verify(1).expect("verify"));
+    store.append(1, b"!", None).expect("append after recovery");
+    assert_eq!(store.read(1).expect("read"), b"hello!");
+}
+
+#[test]
+fn recovery_reports_damaged_files() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    for id in 1..=3 {
+        store.create(id, "f").expect("create");
+        store.append(id, b"0123456789", None).expect("append");
+    }
+    drop(store);
+    // 1: both slots corrupted.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.write_all_at(&[0xff; 16], 100).expect("corrupt A");
+    f.write_all_at(&[0xff; 16], SLOT_SIZE as u64 + 100)
+        .expect("corrupt B");
+    // 2: content shorter than committed.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 2))
+        .expect("open");
+    f.set_len(HEADER_SIZE + 4).expect("shorten");
+
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.files, 1);
+    let damaged: Vec<FileId> = report.damaged.iter().map(|(id, _)| *id).collect();
+    assert_eq!(damaged, vec![1, 2]);
+    assert!(
+        report.damaged[0].1.contains("no valid header slot"),
+        "{:?}",
+        report.damaged
+    );
+    assert!(
+        report.damaged[1].1.contains("committed"),
+        "{:?}",
+        report.damaged
+    );
+    assert_eq!(store.damaged(), report.damaged);
+    for id in [1, 2] {
+        assert!(matches!(store.meta(id), Err(StoreError::Corrupt { id: i, .. }) if i == id));
+        assert!(matches!(
+            store.snapshot(id),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.append(id, b"x", None),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.put(id, b"x", None),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.begin_put(id),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(store.verify(id), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.create(id, "x"),
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+    let ids: Vec<FileId> = store.files().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![3]);
+    // A damaged file can be deleted and then restored.
+    store.delete(1).expect("delete damaged");
+    store.create(1, "restored").expect("create");
+    assert!(store.damaged().iter().all(|(id, _)| *id != 1));
+}
+
+#[test]
+fn corrupt_newer_slot_falls_back_to_older() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create"); // slot A, seq 1, size 0
+    store.append(1, b"abc", None).expect("append"); // slot B, seq 2, size 3
+    drop(store);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.write_all_at(b"garbage", SLOT_SIZE as u64 + 30)
+        .expect("corrupt B");
+
+    let (store, report) = open_in(&dir, false);
+    assert!(report.damaged.is_empty());
+    // Slot A says size 0, so the 3 bytes are an uncommitted tail now.
+    assert_eq!(report.torn_appends_truncated, 1);
+    let meta = store.meta(1).expect("meta");
+    assert_eq!((meta.size, meta.version), (0, 0));
+    // The next header write overwrites the broken slot B, and survives a reopen.
+    store.append(1, b"xy", None).expect("append");
+    drop(store);
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.torn_appends_truncated, 0);
+    assert_eq!(store.read(1).expect("read"), b"xy");
+}
+
+#[test]
+fn verify_detects_rot() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"precious data", None).expect("append");
+    assert!(store.verify(1).expect("verify"));
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.write_all_at(b"P", HEADER_SIZE).expect("flip");
+    assert!(!store.verify(1).expect("verify"));
+}
+
+#[test]
+fn snapshots_are_stable() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"old bytes", None).expect("append");
+
+    let before_append = store.snapshot(1).expect("snapshot");
+    store.append(1, b" and more", None).expect("append");
+    let before_put = store.snapshot(1).expect("snapshot");
+    store.put(1, b"brand new", None).expect("put");
+    let before_delete = store.snapshot(1).expect("snapshot");
+    store.delete(1).expect("delete");
+
+    assert_eq!(before_append.read_all().expect("read"), b"old bytes");
+    assert_eq!(before_append.meta().size, 9);
+    assert_eq!(before_put.read_all().expect("read"), b"old bytes and more");
+    assert_eq!(before_delete.read_all().expect("read"), b"brand new");
+    assert_eq!(before_delete.meta().version, 3);
+
+    let mut buf = [0u8; 4];
+    assert_eq!(before_put.read_at(16, &mut buf).expect("read_at"), 2);
+    assert_eq!(&buf[..2], b"re");
+    assert_eq!(before_put.read_at(18, &mut buf).expect("read_at"), 0);
+    assert_eq!(before_put.read_at(1000, &mut buf).expect("read_at"), 0);
+}
+
+#[test]
+fn streaming_writes() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, true);
+    store.create(1, "f").expect("create");
+    store.append(1, b"head:", None).expect("append");
+
+    let mut txn = store.begin_append(1).expect("begin");
+    assert!(matches!(store.begin_append(1), Err(StoreError::Busy(1))));
+    assert!(matches!(store.begin_put(1), Err(StoreError::Busy(1))));
+    assert!(matches!(
+        store.append(1, b"x", None),
+        Err(StoreError::Busy(1))
+    ));
+    assert!(matches!(store.put(1, b"x", None), Err(StoreError::Busy(1))));
+    assert!(matches!(store.delete(1), Err(StoreError::Busy(1))));
+    // Other files are unaffected.
+    store.create(2, "g").expect("create other");
+    store.append(2, b"free", None).expect("append other");
+
+    let mut expected = b"head:".to_vec();
+    // Moved to another thread between chunks, as the node does with spawn_blocking.
+    for chunk in [&b"one,"[..], b"two,", b"three"] {
+        txn = std::thread::spawn(move || {
+            txn.write(chunk).expect("write");
+            txn
+        })
+        .join()
+        .expect("thread");
+        expected.extend_from_slice(chunk);
+        // Uncommitted bytes are invisible.
+        assert_eq!(store.read(1).expect("read"), b"head:");
+    }
+    let out = txn.commit(None).expect("commit");
+    assert_eq!(out.size, expected.len() as u64);
+    assert_eq!(out.checksum, crc32c::crc32c(&expected));
+    assert_eq!(out.version, 2);
+    assert_eq!(store.read(1).expect("read"), expected);
+
+    let mut txn = store.begin_put(1).expect("begin put");
+    txn.write(b"whole ").expect("write");
+    txn.write(b"new body").expect("write");
+    assert_eq!(txn.written(), 14);
+    assert_eq!(store.read(1).expect("read"), expected);
+    let out = txn.commit(key(1, 1)).expect("commit");
+    assert_eq!((out.version, out.size), (3, 14));
+    assert_eq!(out.checksum, crc32c::crc32c(b"whole new body"));
+    assert_eq!(store.read(1).expect("read"), b"whole new body");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("ls")
+            .count(),
+        0
+    );
+    // The writer slot is free again.
+    store.append(1, b".", None).expect("append after commit");
+    drop(store);
+    let (store, report) = open_in(&dir, true);
+    assert_eq!(report.files, 2);
+    assert_eq!(store.read(1).expect("read"), b"whole new body.");
+}
+
+#[test]
+fn aborted_transactions_change_nothing() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"base", None).expect("append");
+    let meta = store.meta(1).expect("meta");
+    let len = || std::fs::metadata(data_path(&dir, 1)).expect("stat").len();
+
+    let mut txn = store.begin_append(1).expect("begin");
+    txn.write(&[7u8; 10_000]).expect("write");
+    assert_eq!(len(), HEADER_SIZE + 4 + 10_000);
+    drop(txn);
+    assert_eq!(len(), HEADER_SIZE + 4);
+    assert_eq!(store.meta(1).expect("meta"), meta);
+    assert_eq!(store.read(1).expect("read"), b"base");
+
+    let mut txn = store.begin_put(1).expect("begin put");
+    txn.write(b"never visible").expect("write");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("ls")
+            .count(),
+        1
+    );
+    drop(txn);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("ls")
+            .count(),
+        0
+    );
+    assert_eq!(store.meta(1).expect("meta"), meta);
+    assert_eq!(store.read(1).expect("read"), b"base");
+
+    // Both released the writer slot.
+    store.append(1, b"!", None).expect("append");
+    drop(store);
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.torn_appends_truncated, 0);
+    assert_eq!(store.read(1).expect("read"), b"base!");
+}
+
+#[test]
+fn concurrent_appends_to_one_file_all_apply() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "shared").expect("create");
+    store.create(2, "other").expect("create");
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    store
+                        .append(1, &[t; 3], key(u64::from(t), i))
+                        .expect("append");
+                    store.append(2, &[t], None).expect("append other");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let meta = store.meta(1).expect("meta");
+    assert_eq!((meta.size, meta.version), (8 * 25 * 3, 200));
+    let content = store.read(1).expect("read");
+    assert_eq!(meta.checksum, crc32c::crc32c(&content));
+    // Every 3-byte record is whole (appends never interleave).
+    assert!(content.chunks(3).all(|c| c[0] == c[1] && c[1] == c[2]));
+    assert_eq!(store.meta(2).expect("meta").size, 200);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(FileId),
+    Append(FileId, Vec<u8>),
+    Put(FileId, Vec<u8>),
+    StreamAppend(FileId, Vec<u8>, bool),
+    Delete(FileId),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let id = 0..4u64;
+    let data = proptest::collection::vec(any::<u8>(), 0..48);
+    prop_oneof![
+        2 => id.clone().prop_map(Op::Create),
+        4 => (id.clone(), data.clone()).prop_map(|(i, d)| Op::Append(i, d)),
+        2 => (id.clone(), data.clone()).prop_map(|(i, d)| Op::Put(i, d)),
+        2 => (id.clone(), data, any::<bool>()).prop_map(|(i, d, c)| Op::StreamAppend(i, d, c)),
+        1 => id.prop_map(Op::Delete),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn check_model(store: &Store, model: &BTreeMap<FileId, Vec<u8>>) {
+    let ids: Vec<FileId> = store.files().iter().map(|m| m.id).collect();
+    assert_eq!(ids, model.keys().copied().collect::<Vec<_>>());
+    for (id, content) in model {
+        let meta = store.meta(*id).expect("meta");
+        assert_eq!(meta.size, content.len() as u64);
+        assert_eq!(meta.checksum, crc32c::crc32c(content));
+        assert_eq!(&store.read(*id).expect("read"), content);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = TempDir::new().expect("tempdir");
+        let (mut store, _) = open_in(&dir, false);
+        let mut model: BTreeMap<FileId, Vec<u8>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Create(id) => match store.create(id, &format!("file-{id}")) {
+                    Ok(_) => prop_assert!(model.insert(id, Vec::new()).is_none()),
+                    Err(StoreError::AlreadyExists(_)) => prop_assert!(model.contains_key(&id)),
+                    Err(e) => panic!("create: {e}"),
+                },
+                Op::Append(id, data) => match store.append(id, &data, None) {
+                    Ok(_) => model.get_mut(&id).expect("model has it").extend_from_slice(&data),
+                    Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                    Err(e) => panic!("append: {e}"),
+                },
+                Op::Put(id, data) => match store.put(id, &data, None) {
+                    Ok(_) => *model.get_mut(&id).expect("model has it") = data,
+                    Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                    Err(e) => panic!("put: {e}"),
+                },
+                Op::StreamAppend(id, data, commit) => match store.begin_append(id) {
+                    Ok(mut txn) => {
+                        let (a, b) = data.split_at(data.len() / 2);
+                        txn.write(a).expect("write");
+                        txn.write(b).expect("write");
+                        if commit {
+                            txn.commit(None).expect("commit");
+                            model.get_mut(&id).expect("model has it").extend_from_slice(&data);
+                        }
+                    }
+                    Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                    Err(e) => panic!("begin_append: {e}"),
+                },
+                Op::Delete(id) => match store.delete(id) {
+                    Ok(()) => prop_assert!(model.remove(&id).is_some()),
+                    Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                    Err(e) => panic!("delete: {e}"),
+                },
+                Op::Reopen => {
+                    drop(store);
+                    let (s, report) = open_in(&dir, false);
+                    prop_assert!(report.damaged.is_empty());
+                    prop_assert_eq!(report.torn_appends_truncated, 0);
+                    prop_assert_eq!(report.files, model.len());
+                    store = s;
+                }
+            }
+            check_model(&store, &model);
+        }
+        for id in model.keys() {
+            prop_assert!(store.verify(*id).expect("verify"));
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! dfs: a replicated distributed file store for "a few servers that keep my files safe".
+//!
+//! This facade re-exports the crates a Rust program embeds:
+//! - [`client`]: connect to any node and use every operation ([`client::Client`]);
+//! - [`node`]: run a whole node in-process from a [`node::NodeConfig`];
+//! - [`store`]: the local file store and per-file lock manager, usable on their own;
+//! - [`proto`], [`placement`], [`replication`]: the protocol, the replica placement and
+//!   the engine underneath.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use dfs::{client::Client, node::{Node, NodeConfig}};
+//! let dir = tempfile::tempdir()?;
+//! let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
+//! let client = Client::connect([node.local_addr().to_string()]).await?;
+//! client.append("hello.txt", "hi").await?;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The `dfs-server` and `dfs-client` binaries are built with the default `cli` feature.
+
+pub use dfs_client as client;
+pub use dfs_node as node;
+pub use dfs_placement as placement;
+pub use dfs_proto as proto;
+pub use dfs_replication as replication;
+pub use dfs_store as store;
