@@ -18,6 +18,9 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// A connection with nothing in progress and no frame for this long is closed.
     pub idle_timeout: Duration,
+    /// A frame that has begun must arrive whole within this (at most twice this, as it is
+    /// checked at this interval); a sender that stalls mid-frame is closed.
+    pub frame_timeout: Duration,
     /// Time the peer has to take each frame we send (a client that stops reading).
     pub write_timeout: Duration,
     /// Time to wait for each chunk of a streamed body before the write is abandoned.
@@ -33,6 +36,7 @@ impl Default for Limits {
             requests_in_flight_max: 64,
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             body_chunk_timeout: BODY_CHUNK_TIMEOUT,
             shutdown_grace: Duration::from_secs(5),

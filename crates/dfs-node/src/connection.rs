@@ -13,8 +13,9 @@ use dfs_replication::{BodyStream, BodyTx, EngineError, WriteMode};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::server::Context;
 
@@ -32,7 +33,9 @@ fn http_refusal() -> String {
     )
 }
 
-type Conn = Framed<TcpStream, ServerCodec>;
+/// The reading half keeps its codec reachable, to tell a stalled frame from an idle line.
+type Reader = FramedRead<OwnedReadHalf, ServerCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, ServerCodec>;
 
 #[tracing::instrument(name = "conn", skip_all, fields(node = ctx.node_id, %peer))]
 pub(crate) async fn serve_connection(
@@ -42,10 +45,12 @@ pub(crate) async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
-    let mut conn = Framed::new(socket, ServerCodec::new());
+    let (read_half, write_half) = socket.into_split();
+    let mut reader = FramedRead::new(read_half, ServerCodec::new());
+    let mut conn = FramedWrite::new(write_half, ServerCodec::new());
     let first = tokio::select! {
         _ = shutdown.changed() => return,
-        first = tokio::time::timeout(ctx.limits.hello_timeout, conn.next()) => first,
+        first = tokio::time::timeout(ctx.limits.hello_timeout, reader.next()) => first,
     };
     let hello = match first {
         Err(_) => {
@@ -104,14 +109,18 @@ pub(crate) async fn serve_connection(
         return;
     }
     tracing::debug!("client connected");
-    serve_client(conn, ctx, shutdown).await;
+    serve_client(reader, conn, ctx, shutdown).await;
     tracing::debug!("client disconnected");
 }
 
 /// Reads frames and dispatches requests until the client leaves, errs, idles or the node
 /// shuts down.
-async fn serve_client(conn: Conn, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let (mut sink, mut stream) = conn.split();
+async fn serve_client(
+    mut stream: Reader,
+    mut sink: Writer,
+    ctx: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (out, mut out_rx) = mpsc::channel::<ServerFrame>(OUTBOUND_FRAMES_MAX);
     let write_timeout = ctx.limits.write_timeout;
     let writer = tokio::spawn(async move {
@@ -143,28 +152,54 @@ async fn serve_client(conn: Conn, ctx: Arc<Context>, mut shutdown: watch::Receiv
     let in_flight = Arc::new(Semaphore::new(max));
     let mut bodies: HashMap<u64, BodyTx> = HashMap::new();
     let bye = |code, msg: String| ServerFrame::Goodbye(WireError::new(code, msg));
+    // Wake up at this interval to check for a stalled frame and for idleness.
+    let tick = ctx.limits.frame_timeout.min(ctx.limits.idle_timeout);
+    let mut idle_for = std::time::Duration::ZERO;
+    let mut stalled = false;
     loop {
         let next = tokio::select! {
             _ = shutdown.changed() => {
                 let _ = out.send(bye(ErrorCode::Unavailable, "the node is shutting down".into())).await;
                 break;
             }
-            next = tokio::time::timeout(ctx.limits.idle_timeout, stream.next()) => next,
+            next = tokio::time::timeout(tick, stream.next()) => next,
         };
         let frame = match next {
-            Err(_) if in_flight.available_permits() == max && bodies.is_empty() => {
-                let msg = format!("idle for {:?}", ctx.limits.idle_timeout);
-                let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
-                break;
+            Err(_) => {
+                let partial = !stream.read_buffer().is_empty() || stream.decoder().is_mid_frame();
+                if partial {
+                    // Partial at two checks in a row: the frame had at least a whole tick.
+                    if stalled {
+                        let msg = format!("a frame stalled for over {:?}", ctx.limits.frame_timeout);
+                        let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
+                        break;
+                    }
+                    stalled = true;
+                    continue;
+                }
+                stalled = false;
+                if in_flight.available_permits() < max || !bodies.is_empty() {
+                    idle_for = std::time::Duration::ZERO;
+                    continue;
+                }
+                idle_for += tick;
+                if idle_for >= ctx.limits.idle_timeout {
+                    let msg = format!("idle for {:?}", ctx.limits.idle_timeout);
+                    let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
+                    break;
+                }
+                continue;
             }
-            Err(_) => continue,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "bad frame");
                 let _ = out.send(bye(code_of(&e), e.to_string())).await;
                 break;
             }
-            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Ok(frame))) => {
+                (idle_for, stalled) = (std::time::Duration::ZERO, false);
+                frame
+            }
         };
         match frame {
             ClientFrame::Request(req) => {
@@ -348,7 +383,7 @@ fn error_response(id: u64, code: ErrorCode, message: String) -> ServerFrame {
     })
 }
 
-async fn goodbye(conn: &mut Conn, ctx: &Context, code: ErrorCode, message: String) {
+async fn goodbye(conn: &mut Writer, ctx: &Context, code: ErrorCode, message: String) {
     tracing::debug!(?code, message, "closing connection");
     let _ = send_with_timeout(
         conn,
@@ -358,7 +393,7 @@ async fn goodbye(conn: &mut Conn, ctx: &Context, code: ErrorCode, message: Strin
     .await;
 }
 
-async fn send_with_timeout(conn: &mut Conn, ctx: &Context, frame: ServerFrame) -> Result<(), ()> {
+async fn send_with_timeout(conn: &mut Writer, ctx: &Context, frame: ServerFrame) -> Result<(), ()> {
     match tokio::time::timeout(ctx.limits.write_timeout, conn.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),

@@ -470,3 +470,61 @@ async fn shutdown_says_goodbye_and_releases_the_store() {
     assert_eq!(&c.read("kept", 0, None).await.expect("read")[..], b"data");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_stalled_mid_frame_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        frame_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let node = start(dir.path(), limits).await;
+    let mut f = framed_client(&node).await;
+    // Half of a 100-byte frame, then nothing: a slow-loris sender.
+    f.get_mut().write_all(&[0, 0, 0, 100, 1, 2, 3]).await.expect("write");
+    match next(&mut f).await {
+        ServerFrame::Goodbye(e) => {
+            assert_eq!(e.code, ErrorCode::Timeout);
+            assert!(e.message.contains("stalled"), "{}", e.message);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    still_serves(&node).await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_but_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        frame_timeout: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let node = start(dir.path(), limits).await;
+    // A session that keeps sending requests outlives the idle timeout many times over
+    // (a raw connection: the library would hide a close by reconnecting).
+    let mut busy = framed_client(&node).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut id = 0;
+    while tokio::time::Instant::now() < until {
+        id += 1;
+        busy.send(ClientFrame::Request(Request { id, op: Op::Status }))
+            .await
+            .expect("sent");
+        match next(&mut busy).await {
+            ServerFrame::Response(r) => assert_eq!(r.id, id),
+            other => panic!("a busy session was closed: {other:?}"),
+        }
+    }
+    // A silent one is told why and closed.
+    let mut f = framed_client(&node).await;
+    match next(&mut f).await {
+        ServerFrame::Goodbye(e) => {
+            assert_eq!(e.code, ErrorCode::Timeout);
+            assert!(e.message.contains("idle"), "{}", e.message);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    node.shutdown().await;
+}

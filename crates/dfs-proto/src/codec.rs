@@ -75,6 +75,14 @@ impl<D, E> FrameCodec<D, E> {
     }
 }
 
+impl<D, E> FrameCodec<D, E> {
+    /// Whether the codec has read a frame's length prefix but not yet its whole body: with
+    /// the read buffer, tells a stalled sender from an idle one.
+    pub fn is_mid_frame(&self) -> bool {
+        self.mid_frame
+    }
+}
+
 impl<D, E> Default for FrameCodec<D, E> {
     fn default() -> Self {
         Self::new()

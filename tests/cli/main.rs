@@ -1,0 +1,9 @@
+//! End-to-end tests: real `dfs-server` processes on free loopback ports, driven by the real
+//! `dfs-client` binary and by the client library.
+
+mod bad_input;
+mod cli;
+mod crash;
+mod library;
+mod shell;
+mod util;
