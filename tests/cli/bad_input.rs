@@ -10,7 +10,8 @@ use crate::util::*;
 
 fn send_and_read(addr: &str, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     s.write_all(bytes).expect("write");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -40,11 +41,19 @@ async fn garbage_floods_and_http_hurt_nobody_else() {
     });
     // While the bad connections are open, a well-behaved client is served.
     for i in 0..20 {
-        c.append("f", format!("{i};")).await.expect("served during the flood");
+        c.append("f", format!("{i};"))
+            .await
+            .expect("served during the flood");
     }
     let (idle, answers) = answers.await.expect("flood task");
-    assert!(!answers[0].is_empty(), "garbage got an answer (a goodbye) before the close");
-    assert!(!answers[1].is_empty(), "an oversized prefix got an answer before the close");
+    assert!(
+        !answers[0].is_empty(),
+        "garbage got an answer (a goodbye) before the close"
+    );
+    assert!(
+        !answers[1].is_empty(),
+        "an oversized prefix got an answer before the close"
+    );
     assert!(String::from_utf8_lossy(&answers[2]).starts_with("HTTP/1.1 400"));
     drop(idle);
     assert!(s.is_running(), "the server died");

@@ -9,7 +9,10 @@ fn every_command_works_and_json_has_the_documented_shape() {
     ok(&s.cli(&["write", "docs/a.txt", "hello "]));
     ok(&s.cli(&["write", "docs/a.txt", "world"]));
     assert_eq!(ok(&s.cli(&["read", "docs/a.txt"])), "hello world");
-    assert_eq!(ok(&s.cli(&["read", "docs/a.txt", "--offset", "6", "--len", "3"])), "wor");
+    assert_eq!(
+        ok(&s.cli(&["read", "docs/a.txt", "--offset", "6", "--len", "3"])),
+        "wor"
+    );
 
     // The seed's test mode: N random letters, printed.
     let out = ok(&s.cli(&["write", "seed.txt", "--random", "40"]));
@@ -25,7 +28,10 @@ fn every_command_works_and_json_has_the_documented_shape() {
     ok(&s.cli(&["put", "bin/big", src.to_str().expect("utf-8 path")]));
     let dst = tmp.path().join("dst.bin");
     ok(&s.cli(&["get", "bin/big", dst.to_str().expect("utf-8 path")]));
-    assert!(std::fs::read(&dst).expect("downloaded") == data, "get returned other bytes");
+    assert!(
+        std::fs::read(&dst).expect("downloaded") == data,
+        "get returned other bytes"
+    );
     ok(&s.cli_stdin(&["put", "bin/stdin", "-"], b"from stdin"));
     assert_eq!(ok(&s.cli(&["read", "bin/stdin"])), "from stdin");
     ok(&s.cli_stdin(&["put", "bin/stdin2"], b"implicit stdin"));
@@ -41,11 +47,17 @@ fn every_command_works_and_json_has_the_documented_shape() {
     assert!(checksum.chars().all(|c| c.is_ascii_hexdigit()));
 
     let ls = json(&s.cli(&["--json", "ls", "docs/"]));
-    assert_eq!(ls, serde_json::json!([{"name": "docs/a.txt", "size": 11, "version": 2}]));
+    assert_eq!(
+        ls,
+        serde_json::json!([{"name": "docs/a.txt", "size": 11, "version": 2}])
+    );
     let all = json(&s.cli(&["--json", "ls"]));
     assert_eq!(all.as_array().expect("array").len(), 5);
     let human = ok(&s.cli(&["ls", "bin/"]));
-    assert!(human.contains("bin/big") && human.contains("3000000"), "{human}");
+    assert!(
+        human.contains("bin/big") && human.contains("3000000"),
+        "{human}"
+    );
 
     let table = json(&s.cli(&["--json", "table"]));
     assert_eq!(table["docs/a.txt"], serde_json::json!([1]));
@@ -76,7 +88,12 @@ fn every_error_is_one_clear_line_and_a_nonzero_status() {
         (".", "'.'"),
         ("a\tb", "control characters"),
     ] {
-        for cmd in [&["create", name][..], &["write", name, "x"], &["read", name], &["stat", name]] {
+        for cmd in [
+            &["create", name][..],
+            &["write", name, "x"],
+            &["read", name],
+            &["stat", name],
+        ] {
             let err = fails(&s.cli(cmd));
             assert!(err.contains(rule), "{cmd:?}: {err}");
         }
@@ -93,12 +110,18 @@ fn every_error_is_one_clear_line_and_a_nonzero_status() {
 
     // Nothing listening: a clear error, not a hang.
     let port = free_port();
-    let out = client_cmd(&format!("127.0.0.1:{port}")).args(["ls"]).output().expect("run");
+    let out = client_cmd(&format!("127.0.0.1:{port}"))
+        .args(["ls"])
+        .output()
+        .expect("run");
     let err = fails(&out);
     assert!(err.contains("no server available"), "{err}");
     // Nothing was changed by the refused commands.
     let names = json(&s.cli(&["--json", "ls"]));
-    assert_eq!(names, serde_json::json!([{"name": "f", "size": 0, "version": 0}]));
+    assert_eq!(
+        names,
+        serde_json::json!([{"name": "f", "size": 0, "version": 0}])
+    );
 }
 
 #[test]
@@ -137,13 +160,22 @@ fn dev_mode_serves_with_data_in_dfs_data() {
     let addr = format!("127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "dev server never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev server never listened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = client_cmd(&addr).args(["write", "hello", "dev"]).output().expect("run");
+    let out = client_cmd(&addr)
+        .args(["write", "hello", "dev"])
+        .output()
+        .expect("run");
     let result = std::panic::catch_unwind(|| ok(&out));
     child.kill().expect("kill");
     child.wait().expect("reap");
     result.expect("write to the dev server");
-    assert!(cwd.path().join("dfs-data").is_dir(), "data not under ./dfs-data");
+    assert!(
+        cwd.path().join("dfs-data").is_dir(),
+        "data not under ./dfs-data"
+    );
 }

@@ -80,22 +80,37 @@ async fn sigkill_mid_appends_keeps_every_acknowledged_append_and_nothing_torn() 
         }
         s.restart();
 
-        let c = Client::connect([s.addr()]).await.expect("connect after restart");
+        let c = Client::connect([s.addr()])
+            .await
+            .expect("connect after restart");
         let bytes = c.read("log", 0, None).await.expect("read after restart");
         assert_eq!(bytes.len() % RECORD, 0, "a torn record at the end");
         let mut seen: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); WRITERS as usize];
         let mut last = vec![None; WRITERS as usize];
         for r in bytes.chunks(RECORD) {
-            let (w, seq) = parse(r).unwrap_or_else(|| panic!("torn or mixed record {:?}", String::from_utf8_lossy(r)));
-            assert!(seen[w as usize].insert(seq), "record w{w} s{seq} applied twice");
-            assert!(last[w as usize] < Some(seq), "writer {w}'s records out of order");
+            let (w, seq) = parse(r)
+                .unwrap_or_else(|| panic!("torn or mixed record {:?}", String::from_utf8_lossy(r)));
+            assert!(
+                seen[w as usize].insert(seq),
+                "record w{w} s{seq} applied twice"
+            );
+            assert!(
+                last[w as usize] < Some(seq),
+                "writer {w}'s records out of order"
+            );
             last[w as usize] = Some(seq);
         }
         for w in 0..WRITERS as usize {
             let missing: Vec<_> = acked[w].difference(&seen[w]).collect();
-            assert!(missing.is_empty(), "round {round}: acknowledged appends lost: w{w} {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "round {round}: acknowledged appends lost: w{w} {missing:?}"
+            );
             // At most the one append in flight at the kill may be there unacknowledged.
-            assert!(seen[w].len() <= acked[w].len() + round + 1, "unexpected extra records");
+            assert!(
+                seen[w].len() <= acked[w].len() + round + 1,
+                "unexpected extra records"
+            );
         }
     }
 }

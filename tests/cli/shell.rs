@@ -26,8 +26,14 @@ fn the_seed_session_works_in_the_shell() {
     let stdout = ok(&out);
     // What write printed is what read returned.
     let words = letters(&stdout, 40);
-    assert!(words.len() >= 2, "written and read letters expected in: {stdout}");
-    assert_eq!(words[0], words[1], "read returned other letters than written");
+    assert!(
+        words.len() >= 2,
+        "written and read letters expected in: {stdout}"
+    );
+    assert_eq!(
+        words[0], words[1],
+        "read returned other letters than written"
+    );
     // The table shows file1 (and not the deleted file) on node 1.
     assert!(stdout.contains("file1"), "{stdout}");
     let table = json(&s.cli(&["--json", "table"]));
@@ -59,5 +65,8 @@ fn the_seed_session_works_as_one_shot_commands() {
     ok(&s.cli(&["delete", "test_synchronization.txt"]));
     ok(&s.cli(&["write", "file1", "--random", "5"]));
     let table = ok(&s.cli(&["table"]));
-    assert!(table.contains("file1") && !table.contains("test_synchronization"), "{table}");
+    assert!(
+        table.contains("file1") && !table.contains("test_synchronization"),
+        "{table}"
+    );
 }

@@ -53,7 +53,13 @@ impl Server {
             .open(self.log())
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-            .args(["--id", "1", "--cluster", &format!("1={}", self.addr()), "--data-dir"])
+            .args([
+                "--id",
+                "1",
+                "--cluster",
+                &format!("1={}", self.addr()),
+                "--data-dir",
+            ])
             .arg(&self.data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -66,7 +72,11 @@ impl Server {
             if TcpStream::connect(self.addr()).is_ok() {
                 return true;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 eprintln!("dfs-server exited early: {status}");
                 self.child = None;
                 return false;
@@ -103,12 +113,17 @@ impl Server {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Runs `dfs-client --servers ADDR ARGS...`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        client_cmd(&self.addr()).args(args).output().expect("run dfs-client")
+        client_cmd(&self.addr())
+            .args(args)
+            .output()
+            .expect("run dfs-client")
     }
 
     /// Runs the client with `stdin` as its input.
@@ -153,7 +168,10 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
-        assert!(Instant::now() < deadline, "process did not exit within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -181,9 +199,17 @@ pub fn ok(out: &Output) -> String {
 /// Asserts failure with exactly one line on stderr and returns that line.
 #[track_caller]
 pub fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got: {err:?}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected one line on stderr, got: {err:?}"
+    );
     err
 }
 

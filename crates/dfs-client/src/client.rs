@@ -511,6 +511,10 @@ impl Client {
                     *current = Some(conn.clone());
                     return Ok(conn);
                 }
+                Err(ClientError::Unavailable(why)) => {
+                    failures.push(why);
+                    self.inner.next_server.store(i + 1, Ordering::Relaxed);
+                }
                 Err(e) if e.is_retryable() => {
                     failures.push(e.to_string());
                     self.inner.next_server.store(i + 1, Ordering::Relaxed);

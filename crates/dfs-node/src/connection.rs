@@ -170,7 +170,8 @@ async fn serve_client(
                 if partial {
                     // Partial at two checks in a row: the frame had at least a whole tick.
                     if stalled {
-                        let msg = format!("a frame stalled for over {:?}", ctx.limits.frame_timeout);
+                        let msg =
+                            format!("a frame stalled for over {:?}", ctx.limits.frame_timeout);
                         let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
                         break;
                     }

@@ -52,23 +52,10 @@ impl Node {
             dir: config.data_dir.join("store"),
             fsync: config.fsync,
         };
-        let (store, report) = tokio::task::spawn_blocking(move || Store::open(store_config))
+        // The store logs what its recovery found; a damaged file stays out of service.
+        let (store, _report) = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
             .map_err(|e| NodeError::Config(format!("store task failed: {e}")))??;
-        tracing::info!(
-            node = config.id,
-            files = report.files,
-            temp_files_removed = report.temp_files_removed,
-            torn_appends_truncated = report.torn_appends_truncated,
-            "store recovered"
-        );
-        for (id, reason) in &report.damaged {
-            tracing::error!(
-                file_id = format!("{id:016x}"),
-                reason,
-                "damaged file kept out of service"
-            );
-        }
         let listener = TcpListener::bind(&me.addr)
             .await
             .map_err(|source| NodeError::Listen {

@@ -481,7 +481,10 @@ async fn a_sender_stalled_mid_frame_is_closed() {
     let node = start(dir.path(), limits).await;
     let mut f = framed_client(&node).await;
     // Half of a 100-byte frame, then nothing: a slow-loris sender.
-    f.get_mut().write_all(&[0, 0, 0, 100, 1, 2, 3]).await.expect("write");
+    f.get_mut()
+        .write_all(&[0, 0, 0, 100, 1, 2, 3])
+        .await
+        .expect("write");
     match next(&mut f).await {
         ServerFrame::Goodbye(e) => {
             assert_eq!(e.code, ErrorCode::Timeout);
