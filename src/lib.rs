@@ -26,3 +26,8 @@ pub use dfs_placement as placement;
 pub use dfs_proto as proto;
 pub use dfs_replication as replication;
 pub use dfs_store as store;
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
