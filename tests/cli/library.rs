@@ -14,10 +14,31 @@ async fn every_operation_through_the_library() {
         c.create("lib/a").await,
         Err(ClientError::AlreadyExists(_))
     ));
+    for (name, rule) in [
+        ("../a", "'..'"),
+        ("/a", "must not start with '/'"),
+        ("a//b", "no empty segment"),
+        (".", "'.'"),
+        ("a\u{0}b", "control characters"),
+    ] {
+        match c.append(name, "x").await {
+            Err(e @ ClientError::InvalidName(_)) => assert!(e.to_string().contains(rule), "{e}"),
+            other => panic!("{name:?}: expected InvalidName, got {other:?}"),
+        }
+    }
+    let long = "a".repeat(1025);
     assert!(matches!(
-        c.create("../a").await,
+        c.stat(&long).await,
         Err(ClientError::InvalidName(_))
     ));
+    let names: Vec<_> = c
+        .list("")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["lib/a"], "a refused write created something");
     c.append("lib/a", "one,").await.expect("append");
     c.append("lib/a", "two").await.expect("append");
     assert_eq!(
