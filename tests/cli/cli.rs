@@ -179,3 +179,60 @@ fn dev_mode_serves_with_data_in_dfs_data() {
         "data not under ./dfs-data"
     );
 }
+
+#[test]
+fn the_server_refuses_bad_configurations_clearly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().to_str().expect("utf-8 path");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--id",
+                "3",
+                "--cluster",
+                "1=127.0.0.1:1",
+                "--data-dir",
+                data,
+            ],
+            "not in the --cluster list",
+        ),
+        (
+            &["--id", "1", "--cluster", "1=127.0.0.1", "--data-dir", data],
+            "not HOST:PORT",
+        ),
+        (
+            &[
+                "--id",
+                "1",
+                "--cluster",
+                "1=127.0.0.1:1,1=127.0.0.1:2",
+                "--data-dir",
+                data,
+            ],
+            "appears twice",
+        ),
+        (
+            &[
+                "--id",
+                "1",
+                "--cluster",
+                "1=127.0.0.1:1",
+                "--data-dir",
+                data,
+                "--replication-factor",
+                "2",
+            ],
+            "between 1 and the number of members",
+        ),
+        (&["--id", "1"], "required"),
+    ];
+    for (args, message) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .args(args)
+            .output()
+            .expect("run dfs-server");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
