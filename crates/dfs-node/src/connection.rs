@@ -290,6 +290,7 @@ async fn handle_request(
             limit,
         } => engine
             .list(&prefix, start_after.as_deref(), page(limit))
+            .await
             .map(|(entries, next)| Reply::Listing { entries, next }),
         Op::Stat { name } => engine.stat(&name).await.map(Reply::Stat),
         Op::Table { start_after, limit } => {

@@ -299,12 +299,13 @@ impl Engine {
             .map
             .lookup(&name)
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
-        let meta = self.store.meta(placement.file_id)?;
+        let (store, id) = (self.store.clone(), placement.file_id);
+        let meta = blocking(move || store.meta(id)).await?;
         Ok(self.info(&meta, &placement))
     }
 
     /// A sorted page of the files whose names start with `prefix`.
-    pub fn list(
+    pub async fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
@@ -312,18 +313,23 @@ impl Engine {
     ) -> Result<(Vec<ListEntry>, Option<String>), EngineError> {
         validate_prefix(prefix)?;
         let (rows, next) = self.map.page(prefix, start_after, limit);
-        let entries = rows
-            .into_iter()
-            .filter_map(|(name, id, _)| {
-                // A file deleted since the page was taken is simply left out.
-                let meta = self.store.meta(id).ok()?;
-                Some(ListEntry {
-                    name,
-                    size: meta.size,
-                    version: meta.version,
+        let store = self.store.clone();
+        // Off the async threads: a file's metadata waits while a write to it syncs.
+        let entries = blocking(move || {
+            Ok(rows
+                .into_iter()
+                .filter_map(|(name, id, _)| {
+                    // A file deleted since the page was taken is simply left out.
+                    let meta = store.meta(id).ok()?;
+                    Some(ListEntry {
+                        name,
+                        size: meta.size,
+                        version: meta.version,
+                    })
                 })
-            })
-            .collect();
+                .collect())
+        })
+        .await?;
         Ok((entries, next))
     }
 

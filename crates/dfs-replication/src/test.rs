@@ -81,7 +81,7 @@ async fn every_operation_on_one_node() {
         (st.size, st.version, st.checksum),
         (3, 3, crc32c::crc32c(b"new"))
     );
-    let (list, next) = e.list("a/", None, 10).expect("list");
+    let (list, next) = e.list("a/", None, 10).await.expect("list");
     assert_eq!(list.len(), 1);
     assert!(next.is_none());
     assert_eq!(e.table(None, 10).0[0].replicas, vec![1]);
@@ -238,6 +238,7 @@ async fn the_map_survives_a_restart() {
     let e = engine(dir.path());
     let names: Vec<String> = e
         .list("", None, 10)
+        .await
         .expect("list")
         .0
         .into_iter()
@@ -257,7 +258,7 @@ async fn pages_resume_where_they_stopped() {
     let mut names = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let (page, next) = e.list("p/", after.as_deref(), 3).expect("list");
+        let (page, next) = e.list("p/", after.as_deref(), 3).await.expect("list");
         assert!(page.len() <= 3);
         names.extend(page.into_iter().map(|l| l.name));
         match next {
