@@ -179,6 +179,7 @@ async fn serve_client(
                     continue;
                 }
                 stalled = false;
+                forget_finished(&mut bodies);
                 if in_flight.available_permits() < max || !bodies.is_empty() {
                     idle_for = std::time::Duration::ZERO;
                     continue;
@@ -212,6 +213,16 @@ async fn serve_client(
                 };
                 let body = match req.op.body() {
                     Some(b) if b.more => {
+                        // A body's entry outlives its request until its last chunk comes:
+                        // drop those whose request has ended, so the map stays bounded.
+                        if bodies.len() >= max {
+                            forget_finished(&mut bodies);
+                        }
+                        if bodies.len() >= max {
+                            let msg = format!("more than {max} bodies streaming on one connection");
+                            let _ = out.send(error_response(id, ErrorCode::Busy, msg)).await;
+                            continue;
+                        }
                         if bodies.contains_key(&id) {
                             let msg = format!("request id {id} is already streaming a body");
                             let _ = out
@@ -367,6 +378,11 @@ async fn stream_read(
             return;
         }
     }
+}
+
+/// Forgets the bodies whose request has ended (its receiving side is gone).
+fn forget_finished(bodies: &mut HashMap<u64, BodyTx>) {
+    bodies.retain(|_, tx| !tx.is_closed());
 }
 
 fn log_error(id: u64, e: &EngineError) {

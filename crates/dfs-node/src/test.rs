@@ -531,3 +531,41 @@ async fn an_idle_session_is_closed_but_a_busy_one_is_not() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_finished_requests_are_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        frame_timeout: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let node = start(dir.path(), limits).await;
+    let mut f = framed_client(&node).await;
+    // Many writes announce a streamed body but are refused at once (bad name); their
+    // chunks never come. The node must not keep them, nor count the line as busy forever.
+    for id in 1..=200u64 {
+        let op = Op::Append {
+            name: "../refused".into(),
+            body: dfs_proto::Body {
+                data: Bytes::from_static(b"x"),
+                more: true,
+            },
+            tag: None,
+        };
+        f.send(ClientFrame::Request(Request { id, op }))
+            .await
+            .expect("sent");
+        match next(&mut f).await {
+            ServerFrame::Response(r) => {
+                assert_eq!(r.result.expect_err("refused").code, ErrorCode::InvalidName);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    match next(&mut f).await {
+        ServerFrame::Goodbye(e) => assert!(e.message.contains("idle"), "{}", e.message),
+        other => panic!("unexpected {other:?}"),
+    }
+    node.shutdown().await;
+}
