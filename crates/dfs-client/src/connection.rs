@@ -98,7 +98,7 @@ impl Connection {
                         tracing::debug!(addr = reader_addr, error = %e, "node closed the connection");
                         break;
                     }
-                    ServerFrame::Welcome(_) => break,
+                    ServerFrame::Welcome(_) | ServerFrame::Peer(_) => break,
                 };
                 let route = reader_pending.lock().get(&id).cloned();
                 if let Some(tx) = route

@@ -263,6 +263,11 @@ async fn serve_client(
                     .await;
                 break;
             }
+            ClientFrame::Peer(_) => {
+                let msg = "peer messages on a client connection".into();
+                let _ = out.send(bye(ErrorCode::ProtocolMismatch, msg)).await;
+                break;
+            }
         }
     }
     drop(bodies);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use dfs_client::{Client, ClientError};
 use dfs_proto::{
-    ClientCodec, ClientFrame, ErrorCode, Hello, MAGIC, Op, Request, Role, ServerFrame,
+    ClientCodec, ClientFrame, ErrorCode, Hello, MAGIC, Op, PeerMessage, Request, Role, ServerFrame,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -323,6 +323,18 @@ async fn garbage_oversized_and_http_input_harm_nobody_else() {
         .expect("sent");
     assert!(
         matches!(next(&mut f).await, ServerFrame::Goodbye(e) if e.code == ErrorCode::ProtocolMismatch)
+    );
+
+    // A peer message on a client connection.
+    let mut f = framed_client(&node).await;
+    f.send(ClientFrame::Peer(PeerMessage {
+        id: 1,
+        payload: Bytes::new(),
+    }))
+    .await
+    .expect("sent");
+    assert!(
+        matches!(next(&mut f).await, ServerFrame::Goodbye(e) if e.code == ErrorCode::ProtocolMismatch && e.message.contains("peer"))
     );
 
     // A peer of another cluster is refused.

@@ -24,6 +24,10 @@
 //!   |<---------------------------------------|   Response{id:1, Written{..}}
 //! ```
 //!
+//! A node of the same cluster says hello with `Role::Peer` instead, and then exchanges
+//! [`PeerMessage`]s: `ClientFrame::Peer` requests, `ServerFrame::Peer` answers with the same
+//! id, pipelined like requests.
+//!
 //! # Compatibility
 //! postcard is not self-describing, so the hello carries [`PROTOCOL_VERSION`] and a node
 //! refuses any other. Enum variants are only ever appended, never reordered.
@@ -56,6 +60,10 @@ pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
 ///
 /// Leaves ample room under [`FRAME_BYTES_MAX`] for the envelope around it.
 pub const CHUNK_BYTES_MAX: usize = 256 * 1024;
+
+/// Largest payload of one [`PeerMessage`]: the frame limit less room for the envelope (the
+/// frame's variant, the message id and the payload's length).
+pub const PEER_PAYLOAD_BYTES_MAX: usize = FRAME_BYTES_MAX - 32;
 
 /// Most entries in one page of `list` or `table`: worst case 512 x (1 KiB name + a little)
 /// stays well under [`FRAME_BYTES_MAX`].

@@ -73,6 +73,9 @@ pub enum ClientFrame {
         /// The request to abandon.
         id: u64,
     },
+    /// A message between the nodes of a cluster (only after a `Role::Peer` hello): a request
+    /// whose answer is a [`ServerFrame::Peer`] with the same id.
+    Peer(PeerMessage),
 }
 
 /// Every frame a node sends to a client.
@@ -93,6 +96,24 @@ pub enum ServerFrame {
     },
     /// The node closes the connection, and says why (bad hello, malformed frame, shutdown).
     Goodbye(WireError),
+    /// The answer to a [`ClientFrame::Peer`] request, with the request's id (peer
+    /// connections only).
+    Peer(PeerMessage),
+}
+
+/// A message between the nodes of a cluster: an id that pairs a request with its answer, and
+/// a payload this crate does not interpret (the cluster crate encodes its consensus messages
+/// in it).
+///
+/// The whole frame must stay under [`FRAME_BYTES_MAX`](crate::FRAME_BYTES_MAX): senders
+/// split large state (snapshots) into several messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMessage {
+    /// Chosen by the sender of a request, unique among its requests in flight on the
+    /// connection; the answer carries it back.
+    pub id: u64,
+    /// The encoded message, opaque to this crate.
+    pub payload: Bytes,
 }
 
 /// One request.

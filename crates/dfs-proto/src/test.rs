@@ -74,6 +74,8 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
                 node_id
             })
         )),
+        (any::<u64>(), arb_bytes())
+            .prop_map(|(id, payload)| ClientFrame::Peer(PeerMessage { id, payload })),
     ]
 }
 
@@ -162,6 +164,8 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
                 version: PROTOCOL_VERSION
             }
         )),
+        (any::<u64>(), arb_bytes())
+            .prop_map(|(id, payload)| ServerFrame::Peer(PeerMessage { id, payload })),
     ]
 }
 
@@ -294,6 +298,32 @@ fn a_full_chunk_fits_in_a_frame() {
     });
     let mut buf = encode_client(frame.clone());
     assert_eq!(decode_server_side(&mut buf).expect("decodes"), Some(frame));
+}
+
+#[test]
+fn a_full_peer_payload_fits_in_a_frame() {
+    let payload = Bytes::from(vec![0xffu8; PEER_PAYLOAD_BYTES_MAX]);
+    let request = ClientFrame::Peer(PeerMessage {
+        id: u64::MAX,
+        payload: payload.clone(),
+    });
+    let mut buf = encode_client(request.clone());
+    assert_eq!(
+        decode_server_side(&mut buf).expect("decodes"),
+        Some(request)
+    );
+    let answer = ServerFrame::Peer(PeerMessage {
+        id: u64::MAX,
+        payload,
+    });
+    let mut buf = BytesMut::new();
+    ServerCodec::new()
+        .encode(answer.clone(), &mut buf)
+        .expect("encodes");
+    assert_eq!(
+        ClientCodec::new().decode(&mut buf).expect("decodes"),
+        Some(answer)
+    );
 }
 
 #[test]

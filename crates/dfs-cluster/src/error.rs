@@ -1,0 +1,29 @@
+//! The crate's error type. Keep it small; add variants at the end.
+
+use std::path::PathBuf;
+
+/// What went wrong in the cluster map's machinery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The storage directory is held by another open: another process, or another open in
+    /// this one. Two raft nodes must never share one log.
+    #[error(
+        "cluster storage {} is in use by another open (another process or this one)",
+        dir.display()
+    )]
+    StorageLocked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The storage directory could not be opened or read back (I/O, the log database, or
+    /// stored data that does not decode).
+    #[error("cluster storage {}: {source}", dir.display())]
+    Storage {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -1,0 +1,58 @@
+//! The dfs cluster map under consensus: membership and the placement table, replicated to
+//! every node with openraft.
+//!
+//! - [`ClusterState`] is the map's data and [`MapCommand`] the changes to it; applying a
+//!   command is deterministic, so every node that applies the same log holds the same map.
+//! - [`TypeConfig`] binds them into openraft.
+//! - [`open_storage`] gives the durable log ([`LogStore`], redb) and state machine
+//!   ([`StateMachineStore`], snapshots in the data directory); [`MapReader`] is the cheap
+//!   read handle the rest of a node uses.
+//! - [`PeerNetwork`] sends Raft RPCs to other nodes as `dfs-proto` peer messages;
+//!   [`serve_peer`] / [`dispatch`] answer them; [`raft_config`] sets timeouts and sizes so
+//!   every message fits a frame.
+//!
+//! Not yet used by `dfs-node`: wiring it in is the next step of the replicated cluster.
+//!
+//! Why openraft: a maintained Raft library with joint-consensus membership changes,
+//! snapshots and linearizable reads (read index); we supply storage and the transport.
+
+mod config;
+mod error;
+mod network;
+mod peer;
+mod state;
+mod storage;
+
+pub use config::{
+    ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
+    INSTALL_SNAPSHOT_TIMEOUT_MS, LOG_ENTRY_BYTES_MAX, MAX_PAYLOAD_ENTRIES, SNAPSHOT_CHUNK_BYTES,
+    raft_config,
+};
+pub use error::ClusterError;
+pub use network::{
+    PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
+};
+pub use peer::{
+    PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT, RaftReply, RaftRpc, dispatch,
+    serve_peer,
+};
+pub use state::{ClusterState, MapCommand, MapResponse, NodeInfo};
+pub use storage::{LogStore, LogStoreReader, MapReader, StateMachineStore, open_storage};
+
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// The openraft types of the cluster map: node ids are the `--id`s, a node is its address.
+    pub TypeConfig:
+        D = MapCommand,
+        R = MapResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The raft instance of the cluster map.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+#[cfg(test)]
+mod transport_tests;

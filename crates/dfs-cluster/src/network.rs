@@ -1,0 +1,526 @@
+//! The sending side of the cluster map's consensus messages: openraft's network, over peer
+//! connections of the dfs protocol.
+//!
+//! [`PeerNetwork`] keeps one link per target node, shared by every [`PeerClient`] openraft
+//! makes for it (openraft makes a fresh client for each vote and each read-index round, so
+//! links are kept by the factory, not by the client). A link dials lazily, says hello with
+//! `Role::Peer`, and then multiplexes requests on one connection: a writer task, a reader
+//! task that routes each answer to its caller by id, and a table of calls waiting.
+//!
+//! | failure | openraft sees |
+//! |---|---|
+//! | no connection (refused, dial timeout, hello refused, connection lost) | [`RPCError::Unreachable`]: it backs off for [`PEER_BACKOFF`] |
+//! | no answer within the call's time to live | [`RPCError::Timeout`] |
+//! | an answer that does not decode, or of the wrong kind | [`RPCError::Network`] |
+//! | the remote raft's error | [`RPCError::RemoteError`] |
+//! | append-entries too large for a frame | [`RPCError::PayloadTooLarge`]: it sends fewer entries |
+//!
+//! A connection that fails is dropped and dialled again on the next call, and so is one on
+//! which [`TIMEOUTS_BEFORE_REDIAL`] calls in a row timed out (a peer that vanished without
+//! closing its socket).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs_proto::{
+    ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PROTOCOL_VERSION, PeerMessage, Role,
+    ServerFrame,
+};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{Backoff, RPCOption};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use crate::TypeConfig;
+use crate::peer::{RaftReply, RaftRpc};
+
+/// Longest wait for a connection and its hello's answer (a call's own time to live, when
+/// shorter, cuts it first).
+pub const PEER_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long openraft waits before calling an unreachable peer again. Shorter than the
+/// election timeout, so a restarted follower hears from the leader before it runs for
+/// election.
+pub const PEER_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Calls in a row without an answer in time after which the connection is dropped and
+/// dialled again.
+pub const TIMEOUTS_BEFORE_REDIAL: u32 = 3;
+
+/// Frames queued for one peer connection's socket.
+const OUTBOUND_FRAMES_MAX: usize = 16;
+
+/// openraft's network: makes a [`PeerClient`] per target, all clients of a target sharing
+/// one connection. Cheap to clone (clones share the connections).
+#[derive(Clone, Debug)]
+pub struct PeerNetwork {
+    node_id: u64,
+    cluster_id: u64,
+    links: Arc<Mutex<HashMap<u64, Arc<PeerLink>>>>,
+}
+
+impl PeerNetwork {
+    /// The network of node `node_id` of cluster `cluster_id` (both go in every hello; a node
+    /// of another cluster refuses us).
+    pub fn new(node_id: u64, cluster_id: u64) -> Self {
+        Self {
+            node_id,
+            cluster_id,
+            links: Arc::default(),
+        }
+    }
+
+    /// The link to `target` at `addr`, made on first use or when the address changed.
+    fn link(&self, target: u64, addr: &str) -> Arc<PeerLink> {
+        let mut links = self.links.lock();
+        if let Some(link) = links.get(&target)
+            && link.addr == addr
+        {
+            return link.clone();
+        }
+        let link = Arc::new(PeerLink {
+            node_id: self.node_id,
+            cluster_id: self.cluster_id,
+            target,
+            addr: addr.to_owned(),
+            conn: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            timeouts: AtomicU32::new(0),
+        });
+        links.insert(target, link.clone());
+        link
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            link: self.link(target, &node.addr),
+            node: node.clone(),
+        }
+    }
+}
+
+/// openraft's client for one target node. Connects on first use.
+#[derive(Debug)]
+pub struct PeerClient {
+    link: Arc<PeerLink>,
+    node: BasicNode,
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+
+impl PeerClient {
+    /// Maps a failed call into openraft's error.
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<u64, BasicNode, E> {
+        tracing::debug!(target = self.link.target, ?action, error = %e, "raft call failed");
+        match e {
+            CallError::Unreachable(_) | CallError::Refused(_) => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.link.node_id,
+                target: self.link.target,
+                timeout: ttl,
+            }),
+            CallError::TooLarge(_) | CallError::Encode(_) | CallError::Decode(_) => {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<u64, BasicNode, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(
+            self.link.target,
+            self.node.clone(),
+            e,
+        ))
+    }
+}
+
+fn wrong_answer(action: RPCTypes, reply: &RaftReply) -> CallError {
+    let got = match reply {
+        RaftReply::AppendEntries(_) => "append_entries",
+        RaftReply::Vote(_) => "vote",
+        RaftReply::InstallSnapshot(_) => "install_snapshot",
+        RaftReply::Refused(_) => "refused",
+    };
+    CallError::Decode(format!("a {got} answer to a {action:?} request"))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcError> {
+        let (action, ttl) = (RPCTypes::AppendEntries, option.soft_ttl());
+        let entries = rpc.entries.len() as u64;
+        match self.link.call(&RaftRpc::AppendEntries(rpc), ttl).await {
+            Ok(RaftReply::AppendEntries(result)) => result.map_err(|e| self.remote(e)),
+            Ok(RaftReply::Refused(why)) => {
+                Err(self.rpc_error(CallError::Refused(why), action, ttl))
+            }
+            Ok(other) => Err(self.rpc_error(wrong_answer(action, &other), action, ttl)),
+            Err(CallError::TooLarge(len)) => {
+                tracing::debug!(len, entries, "append-entries over the frame limit; fewer");
+                Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries / 2).max(1)),
+                ))
+            }
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcError<InstallSnapshotError>> {
+        let (action, ttl) = (RPCTypes::InstallSnapshot, option.soft_ttl());
+        match self.link.call(&RaftRpc::InstallSnapshot(rpc), ttl).await {
+            Ok(RaftReply::InstallSnapshot(result)) => result.map_err(|e| self.remote(e)),
+            Ok(RaftReply::Refused(why)) => {
+                Err(self.rpc_error(CallError::Refused(why), action, ttl))
+            }
+            Ok(other) => Err(self.rpc_error(wrong_answer(action, &other), action, ttl)),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcError> {
+        let (action, ttl) = (RPCTypes::Vote, option.soft_ttl());
+        match self.link.call(&RaftRpc::Vote(rpc), ttl).await {
+            Ok(RaftReply::Vote(result)) => result.map_err(|e| self.remote(e)),
+            Ok(RaftReply::Refused(why)) => {
+                Err(self.rpc_error(CallError::Refused(why), action, ttl))
+            }
+            Ok(other) => Err(self.rpc_error(wrong_answer(action, &other), action, ttl)),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(PEER_BACKOFF))
+    }
+}
+
+/// Why one call failed, before it becomes an openraft error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// No connection, or it was lost before the answer came.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the call's time to live.
+    #[error("no answer in time")]
+    Timeout,
+    /// The encoded request is over the peer payload limit.
+    #[error("request of {0} bytes is over the {PEER_PAYLOAD_BYTES_MAX}-byte peer payload limit")]
+    TooLarge(usize),
+    /// The request does not encode.
+    #[error("request does not encode: {0}")]
+    Encode(#[source] postcard::Error),
+    /// The answer does not decode, or answers another kind of request.
+    #[error("bad answer: {0}")]
+    Decode(String),
+    /// The peer could not take the request.
+    #[error("the peer refused the request: {0}")]
+    Refused(String),
+}
+
+/// Everything needed to reach one target node, and its current connection.
+#[derive(Debug)]
+struct PeerLink {
+    node_id: u64,
+    cluster_id: u64,
+    target: u64,
+    addr: String,
+    /// The connection, if one is up; held across a dial so callers share it.
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    next_id: AtomicU64,
+    /// Calls in a row that timed out.
+    timeouts: AtomicU32,
+}
+
+impl PeerLink {
+    /// Sends one request and waits for its answer, all within `ttl`.
+    async fn call(&self, rpc: &RaftRpc, ttl: Duration) -> Result<RaftReply, CallError> {
+        let payload = rpc.encode().map_err(CallError::Encode)?;
+        if payload.len() > PEER_PAYLOAD_BYTES_MAX {
+            return Err(CallError::TooLarge(payload.len()));
+        }
+        let deadline = Instant::now() + ttl;
+        let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(why)) => return Err(CallError::Unreachable(why)),
+            Err(_) => {
+                return Err(CallError::Unreachable(format!(
+                    "{}: no connection within {ttl:?}",
+                    self.addr
+                )));
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, _forget) = conn.register(id).ok_or_else(|| self.lost())?;
+        let frame = ClientFrame::Peer(PeerMessage {
+            id,
+            payload: Bytes::from(payload),
+        });
+        tracing::trace!(target = self.target, id, kind = rpc.kind(), "raft call");
+        let answer = async {
+            conn.out.send(frame).await.map_err(|_| self.lost())?;
+            answer.await.map_err(|_| self.lost())
+        };
+        let payload = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let n = self.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= TIMEOUTS_BEFORE_REDIAL {
+                    tracing::debug!(
+                        target = self.target,
+                        n,
+                        "calls time out; dropping the connection"
+                    );
+                    self.drop_connection(&conn).await;
+                }
+                return Err(CallError::Timeout);
+            }
+        };
+        self.timeouts.store(0, Ordering::Relaxed);
+        RaftReply::decode(&payload).map_err(|e| {
+            CallError::Decode(format!(
+                "undecodable answer of {} bytes: {e}",
+                payload.len()
+            ))
+        })
+    }
+
+    fn lost(&self) -> CallError {
+        CallError::Unreachable(format!("{}: connection lost", self.addr))
+    }
+
+    /// The current connection, or a new one.
+    async fn connection(&self) -> Result<Arc<Conn>, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && !conn.is_closed()
+        {
+            return Ok(conn.clone());
+        }
+        *slot = None;
+        let conn = Arc::new(self.dial().await?);
+        *slot = Some(conn.clone());
+        self.timeouts.store(0, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    async fn drop_connection(&self, conn: &Arc<Conn>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+
+    /// Connects, says hello as a peer and checks the answer; starts the connection's tasks.
+    async fn dial(&self) -> Result<Conn, String> {
+        let addr = &self.addr;
+        let stream = tokio::time::timeout(PEER_DIAL_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("{addr}: connect timed out"))?
+            .map_err(|e| format!("{addr}: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut framed = Framed::new(stream, ClientCodec::new());
+        let hello = ClientFrame::Hello(Hello::new(Role::Peer {
+            cluster_id: self.cluster_id,
+            node_id: self.node_id,
+        }));
+        let answer = tokio::time::timeout(PEER_DIAL_TIMEOUT, async {
+            framed.send(hello).await?;
+            framed.next().await.transpose()
+        })
+        .await
+        .map_err(|_| format!("{addr}: no answer to the hello"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+        match answer {
+            Some(ServerFrame::Welcome(w))
+                if w.version == PROTOCOL_VERSION
+                    && w.cluster_id == self.cluster_id
+                    && w.node_id == self.target =>
+            {
+                tracing::debug!(target = self.target, addr, "peer connected");
+            }
+            Some(ServerFrame::Welcome(w)) => {
+                return Err(format!(
+                    "{addr} is node {} of cluster {:016x} (protocol {}), not node {} of {:016x}",
+                    w.node_id, w.cluster_id, w.version, self.target, self.cluster_id
+                ));
+            }
+            Some(ServerFrame::Goodbye(e)) => return Err(format!("{addr} refused us: {e}")),
+            Some(other) => return Err(format!("{addr} answered the hello with {other:?}")),
+            None => return Err(format!("{addr}: closed during the hello")),
+        }
+        Ok(Conn::start(framed, self.target))
+    }
+}
+
+/// The calls waiting for an answer on one connection.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The connection has ended: no more calls are taken.
+    closed: bool,
+    calls: HashMap<u64, oneshot::Sender<Bytes>>,
+}
+
+/// One live peer connection: its outbound queue and the calls waiting for answers. Dropping
+/// the last reference stops its tasks and closes the socket.
+#[derive(Debug)]
+struct Conn {
+    out: mpsc::Sender<ClientFrame>,
+    pending: Arc<Mutex<Pending>>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Conn {
+    fn start(framed: Framed<TcpStream, ClientCodec>, target: u64) -> Self {
+        let (sink, stream) = framed.split();
+        let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES_MAX);
+        let pending: Arc<Mutex<Pending>> = Arc::default();
+        let writer = tokio::spawn(write_frames(sink, out_rx, pending.clone(), target));
+        let reader = tokio::spawn(read_frames(stream, pending.clone(), target));
+        Self {
+            out,
+            pending,
+            tasks: [writer.abort_handle(), reader.abort_handle()],
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pending.lock().closed || self.out.is_closed()
+    }
+
+    /// Registers call `id`: returns the receiver of its answer and a guard that forgets the
+    /// call however it ends. `None` if the connection has ended.
+    fn register(&self, id: u64) -> Option<(oneshot::Receiver<Bytes>, Forget)> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.pending.lock();
+        if pending.closed {
+            return None;
+        }
+        pending.calls.insert(id, tx);
+        Some((rx, Forget(self.pending.clone(), id)))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Forgets a call when dropped, so calls abandoned by a timeout leave nothing behind.
+struct Forget(Arc<Mutex<Pending>>, u64);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.lock().calls.remove(&self.1);
+    }
+}
+
+/// Ends a connection: no new calls, and every waiting call learns it is lost.
+fn close(pending: &Mutex<Pending>) {
+    let mut pending = pending.lock();
+    pending.closed = true;
+    pending.calls.clear();
+}
+
+async fn write_frames(
+    mut sink: SplitSink<Framed<TcpStream, ClientCodec>, ClientFrame>,
+    mut rx: mpsc::Receiver<ClientFrame>,
+    pending: Arc<Mutex<Pending>>,
+    target: u64,
+) {
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = sink.feed(frame).await {
+            tracing::debug!(target, error = %e, "writing to a peer failed");
+            break;
+        }
+        if rx.is_empty()
+            && let Err(e) = sink.flush().await
+        {
+            tracing::debug!(target, error = %e, "writing to a peer failed");
+            break;
+        }
+    }
+    close(&pending);
+}
+
+async fn read_frames(
+    mut stream: SplitStream<Framed<TcpStream, ClientCodec>>,
+    pending: Arc<Mutex<Pending>>,
+    target: u64,
+) {
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(ServerFrame::Peer(PeerMessage { id, payload })) => {
+                // No caller: it gave up (timed out) and this answer is late.
+                if let Some(tx) = pending.lock().calls.remove(&id) {
+                    let _ = tx.send(payload);
+                }
+            }
+            Ok(ServerFrame::Goodbye(e)) => {
+                tracing::debug!(target, error = %e, "peer closed the connection");
+                break;
+            }
+            Ok(other) => {
+                let frame = match other {
+                    ServerFrame::Welcome(_) => "welcome",
+                    ServerFrame::Response(_) => "response",
+                    ServerFrame::Chunk(_) => "chunk",
+                    ServerFrame::StreamError { .. } => "stream error",
+                    ServerFrame::Goodbye(_) | ServerFrame::Peer(_) => "peer",
+                };
+                tracing::warn!(target, frame, "unexpected frame from a peer; closing");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(target, error = %e, "peer connection failed");
+                break;
+            }
+        }
+    }
+    close(&pending);
+}

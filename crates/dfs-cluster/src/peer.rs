@@ -1,0 +1,327 @@
+//! The receiving side of the cluster map's consensus messages: what travels inside a
+//! [`PeerMessage`], and the loop that serves a peer connection once its hello is accepted.
+//!
+//! ```text
+//! leader (PeerClient)                         follower (serve_peer)
+//!   | ClientFrame::Peer{id:7, RaftRpc}    ->    | decode, raft.append_entries(..)
+//!   | ClientFrame::Peer{id:8, RaftRpc}    ->    |   (at most PEER_RPCS_IN_FLIGHT_MAX at once)
+//!   |    <- ServerFrame::Peer{id:8, RaftReply}  | answers in completion order,
+//!   |    <- ServerFrame::Peer{id:7, RaftReply}  |   the id pairs them
+//! ```
+//!
+//! Payloads are postcard-encoded [`RaftRpc`]s and [`RaftReply`]s, built from openraft's own
+//! serde types; `dfs-proto` carries them as opaque bytes. A payload that does not decode gets
+//! a [`RaftReply::Refused`] answer and changes nothing; nothing a peer sends can panic us.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs_proto::{
+    ClientFrame, ErrorCode, PEER_PAYLOAD_BYTES_MAX, PeerMessage, ProtoError, ServerFrame, WireError,
+};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::{Raft, TypeConfig};
+
+/// Most consensus messages of one peer connection being handled at once; the connection is
+/// not read further until one of them is answered.
+pub const PEER_RPCS_IN_FLIGHT_MAX: usize = 16;
+
+/// Answers queued for a peer connection's socket.
+const OUTBOUND_FRAMES_MAX: usize = 16;
+
+/// How long the peer may take to accept one frame of ours before the connection is closed.
+pub const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer connection on which nothing arrives for this long is closed (the peer dials again
+/// when it next has something to say).
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A consensus request, as one node's [`PeerClient`](crate::PeerClient) sends it to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Replicate log entries (or a heartbeat, with none).
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// A candidate asks for a vote.
+    Vote(VoteRequest<u64>),
+    /// One chunk of a snapshot (chunks are at most
+    /// [`SNAPSHOT_CHUNK_BYTES`](crate::SNAPSHOT_CHUNK_BYTES), so each fits in a frame).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+impl RaftRpc {
+    /// The request encoded for a [`PeerMessage`].
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+
+    /// Decodes a request; any bytes may be given.
+    pub fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(payload)
+    }
+
+    /// The request's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RaftRpc::AppendEntries(_) => "append_entries",
+            RaftRpc::Vote(_) => "vote",
+            RaftRpc::InstallSnapshot(_) => "install_snapshot",
+        }
+    }
+}
+
+/// The answer to a [`RaftRpc`]: what the receiving node's raft returned, error included.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// The answer to [`RaftRpc::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// The answer to [`RaftRpc::Vote`].
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// The answer to [`RaftRpc::InstallSnapshot`].
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The node could not take the request (its payload is no [`RaftRpc`] of this version)
+    /// or could not send its answer (too large to encode); nothing is known of the outcome.
+    Refused(String),
+}
+
+impl RaftReply {
+    /// The answer encoded for a [`PeerMessage`].
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+
+    /// Decodes an answer; any bytes may be given.
+    pub fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(payload)
+    }
+}
+
+/// What a peer connection needs of the local raft: the three calls a leader or candidate
+/// makes. [`Raft`] is the real one; tests put a stand-in behind the same loop.
+pub(crate) trait RaftService: Clone + Send + Sync + 'static {
+    fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> impl Future<Output = Result<AppendEntriesResponse<u64>, RaftError<u64>>> + Send;
+
+    fn vote(
+        &self,
+        rpc: VoteRequest<u64>,
+    ) -> impl Future<Output = Result<VoteResponse<u64>, RaftError<u64>>> + Send;
+
+    fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> impl Future<
+        Output = Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>,
+    > + Send;
+}
+
+impl RaftService for Raft {
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
+        Raft::append_entries(self, rpc).await
+    }
+
+    async fn vote(&self, rpc: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
+        Raft::vote(self, rpc).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        Raft::install_snapshot(self, rpc).await
+    }
+}
+
+/// Handles one encoded [`RaftRpc`] with the local raft and returns the encoded
+/// [`RaftReply`]. Never panics: a payload that does not decode is answered with
+/// [`RaftReply::Refused`].
+pub async fn dispatch(raft: &Raft, payload: &[u8]) -> Bytes {
+    dispatch_with(raft, payload).await
+}
+
+pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -> Bytes {
+    let reply = match RaftRpc::decode(payload) {
+        Ok(RaftRpc::AppendEntries(rpc)) => {
+            RaftReply::AppendEntries(service.append_entries(rpc).await)
+        }
+        Ok(RaftRpc::Vote(rpc)) => RaftReply::Vote(service.vote(rpc).await),
+        Ok(RaftRpc::InstallSnapshot(rpc)) => {
+            RaftReply::InstallSnapshot(service.install_snapshot(rpc).await)
+        }
+        Err(e) => {
+            tracing::warn!(len = payload.len(), error = %e, "undecodable raft request");
+            RaftReply::Refused(format!(
+                "undecodable raft request of {} bytes: {e}",
+                payload.len()
+            ))
+        }
+    };
+    encode_reply(&reply)
+}
+
+/// Encodes an answer, replacing one that cannot be sent by a [`RaftReply::Refused`].
+fn encode_reply(reply: &RaftReply) -> Bytes {
+    let why = match reply.encode() {
+        Ok(bytes) if bytes.len() <= PEER_PAYLOAD_BYTES_MAX => return Bytes::from(bytes),
+        Ok(bytes) => format!(
+            "the answer is {} bytes, over the {PEER_PAYLOAD_BYTES_MAX}-byte limit",
+            bytes.len()
+        ),
+        Err(e) => format!("the answer does not encode: {e}"),
+    };
+    tracing::error!(why, "cannot send a raft answer");
+    // A short string always encodes; should it not, the caller sees an undecodable answer.
+    RaftReply::Refused(why)
+        .encode()
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+/// Serves a peer connection whose `Role::Peer` hello the node has accepted (and answered
+/// with `Welcome`): reads [`ClientFrame::Peer`] requests, handles up to
+/// [`PEER_RPCS_IN_FLIGHT_MAX`] at once with `raft`, and writes each answer as a
+/// [`ServerFrame::Peer`] with the request's id.
+///
+/// Any other frame, an undecodable frame or [`PEER_IDLE_TIMEOUT`] of silence ends the
+/// connection with a `Goodbye`. Returns once the peer has left and the answers in progress
+/// are written (or could not be). Dropping the future abandons the requests in progress.
+///
+/// Works on any frame stream and sink, such as the `FramedRead` / `FramedWrite` halves of a
+/// socket with `dfs_proto::ServerCodec`.
+pub async fn serve_peer<R, W>(raft: Raft, reader: R, writer: W)
+where
+    R: Stream<Item = Result<ClientFrame, ProtoError>> + Unpin,
+    W: Sink<ServerFrame> + Unpin,
+    W::Error: std::fmt::Display,
+{
+    serve_with(raft, reader, writer).await;
+}
+
+pub(crate) async fn serve_with<S, R, W>(service: S, mut reader: R, writer: W)
+where
+    S: RaftService,
+    R: Stream<Item = Result<ClientFrame, ProtoError>> + Unpin,
+    W: Sink<ServerFrame> + Unpin,
+    W::Error: std::fmt::Display,
+{
+    let (out, out_rx) = mpsc::channel::<ServerFrame>(OUTBOUND_FRAMES_MAX);
+    let read_side = async move {
+        // Dispatches run as tasks: a slow one does not hold up the others. The set aborts
+        // them if this future is dropped.
+        let mut tasks = JoinSet::new();
+        let permits = Arc::new(Semaphore::new(PEER_RPCS_IN_FLIGHT_MAX));
+        let bye = |code, message: String| ServerFrame::Goodbye(WireError::new(code, message));
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let next = tokio::select! {
+                // The writer has given up: the peer does not take our answers.
+                _ = out.closed() => break,
+                next = tokio::time::timeout(PEER_IDLE_TIMEOUT, reader.next()) => next,
+            };
+            let frame = match next {
+                Err(_) => {
+                    let msg = format!("idle for {PEER_IDLE_TIMEOUT:?}");
+                    let _ = out.send(bye(ErrorCode::Timeout, msg)).await;
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "bad frame from a peer");
+                    let code = match e {
+                        ProtoError::FrameTooLarge { .. } => ErrorCode::TooLarge,
+                        ProtoError::Io(_) => ErrorCode::Internal,
+                        ProtoError::Malformed(_) | ProtoError::Truncated(_) => {
+                            ErrorCode::InvalidRequest
+                        }
+                    };
+                    let _ = out.send(bye(code, e.to_string())).await;
+                    break;
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let PeerMessage { id, payload } = match frame {
+                ClientFrame::Peer(message) => message,
+                other => {
+                    let what = match other {
+                        ClientFrame::Hello(_) => "a second hello",
+                        ClientFrame::Request(_) => "a client request",
+                        ClientFrame::Chunk(_) => "a chunk",
+                        ClientFrame::Cancel { .. } => "a cancel",
+                        ClientFrame::Peer(_) => "a peer message",
+                    };
+                    let msg = format!("{what} on a peer connection: only peer messages");
+                    let _ = out.send(bye(ErrorCode::ProtocolMismatch, msg)).await;
+                    break;
+                }
+            };
+            // At most PEER_RPCS_IN_FLIGHT_MAX at once: wait (and read nothing) meanwhile.
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let (service, out) = (service.clone(), out.clone());
+            tasks.spawn(async move {
+                let payload = dispatch_with(&service, &payload).await;
+                let _ = out
+                    .send(ServerFrame::Peer(PeerMessage { id, payload }))
+                    .await;
+                drop(permit);
+            });
+        }
+        drop(out);
+        // The answers in progress still go out; the writer ends after the last one.
+        while tasks.join_next().await.is_some() {}
+    };
+    tokio::join!(read_side, write_frames(writer, out_rx));
+}
+
+/// Writes queued frames until the queue closes, a `Goodbye` is written or the peer stops
+/// taking frames.
+async fn write_frames<W>(mut sink: W, mut rx: mpsc::Receiver<ServerFrame>)
+where
+    W: Sink<ServerFrame> + Unpin,
+    W::Error: std::fmt::Display,
+{
+    while let Some(frame) = rx.recv().await {
+        let last = matches!(frame, ServerFrame::Goodbye(_));
+        match tokio::time::timeout(PEER_WRITE_TIMEOUT, sink.feed(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "writing to a peer failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("a peer does not take our frames; closing");
+                return;
+            }
+        }
+        if (last || rx.is_empty())
+            && !matches!(
+                tokio::time::timeout(PEER_WRITE_TIMEOUT, sink.flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            return;
+        }
+        if last {
+            break;
+        }
+    }
+    // Dropping the receiver here tells the reading side that nothing more goes out.
+    drop(rx);
+    let _ = tokio::time::timeout(PEER_WRITE_TIMEOUT, sink.close()).await;
+}
