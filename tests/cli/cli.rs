@@ -159,7 +159,7 @@ fn dev_mode_serves_with_data_in_dfs_data() {
         .expect("spawn dev");
     let addr = format!("127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
+    while !welcomes(&addr) {
         assert!(
             std::time::Instant::now() < deadline,
             "dev server never listened"

@@ -69,7 +69,7 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr()).is_ok() {
+            if welcomes(&self.addr()) {
                 return true;
             }
             if let Some(status) = self
@@ -222,4 +222,43 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, data).expect("write local file");
     p
+}
+
+/// Whether a node at `addr` answers a client hello with a welcome: it is serving, not just
+/// listening (the kernel accepts connections before the node's accept loop runs).
+pub fn welcomes(addr: &str) -> bool {
+    use std::io::{Read, Write};
+
+    use bytes::BytesMut;
+    use dfs::proto::{ClientCodec, ClientFrame, Hello, Role, ServerFrame};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    let Ok(mut socket) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut codec = ClientCodec::new();
+    let mut out = BytesMut::new();
+    if codec
+        .encode(ClientFrame::Hello(Hello::new(Role::Client)), &mut out)
+        .is_err()
+        || socket.write_all(&out).is_err()
+        || socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .is_err()
+    {
+        return false;
+    }
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match codec.decode(&mut buf) {
+            Ok(Some(ServerFrame::Welcome(_))) => return true,
+            Ok(Some(_)) | Err(_) => return false,
+            Ok(None) => {}
+        }
+        match socket.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }

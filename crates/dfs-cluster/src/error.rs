@@ -26,4 +26,13 @@ pub enum ClusterError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The consensus group failed or refused (the message says how).
+    #[error("cluster map: {0}")]
+    Raft(String),
+    /// A change was proposed on a node that does not lead the map.
+    #[error("this node does not lead the cluster map (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
 }

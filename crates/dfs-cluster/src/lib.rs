@@ -11,13 +11,15 @@
 //!   [`serve_peer`] / [`dispatch`] answer them; [`raft_config`] sets timeouts and sizes so
 //!   every message fits a frame.
 //!
-//! Not yet used by `dfs-node`: wiring it in is the next step of the replicated cluster.
+//! - [`ClusterMap`] is a node's handle: it starts the raft, initializes or joins the group,
+//!   registers the node, proposes changes and reads the map.
 //!
 //! Why openraft: a maintained Raft library with joint-consensus membership changes,
 //! snapshots and linearizable reads (read index); we supply storage and the transport.
 
 mod config;
 mod error;
+mod map;
 mod network;
 mod peer;
 mod state;
@@ -29,6 +31,7 @@ pub use config::{
     raft_config,
 };
 pub use error::ClusterError;
+pub use map::{ClusterMap, MapRole, MapStatus, STARTUP_TIMEOUT};
 pub use network::{
     PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };

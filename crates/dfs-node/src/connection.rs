@@ -94,10 +94,21 @@ pub(crate) async fn serve_connection(
             return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
         }
         Role::Peer { node_id, .. } => {
-            let msg = format!(
-                "node {node_id}: peer replication is not part of this version (one-member cluster)"
-            );
-            return goodbye(&mut conn, &ctx, ErrorCode::Unavailable, msg).await;
+            let welcome = ServerFrame::Welcome(Welcome {
+                node_id: ctx.node_id,
+                cluster_id: ctx.cluster_id,
+                version: PROTOCOL_VERSION,
+            });
+            if send_with_timeout(&mut conn, &ctx, welcome).await.is_ok() {
+                tracing::debug!(peer = node_id, "peer connected");
+                // The cluster map's consensus traffic; it ends when the peer leaves.
+                let raft = ctx.engine.map().raft().clone();
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = dfs_cluster::serve_peer(raft, reader, conn) => {}
+                }
+            }
+            return;
         }
     }
     let welcome = ServerFrame::Welcome(Welcome {

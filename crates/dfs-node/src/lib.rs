@@ -47,6 +47,9 @@ pub enum NodeError {
     /// The engine refused the configuration.
     #[error(transparent)]
     Engine(#[from] dfs_replication::EngineError),
+    /// The cluster map could not start (its storage, or no leader in time).
+    #[error(transparent)]
+    Cluster(#[from] dfs_cluster::ClusterError),
     /// The listening socket could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_cluster::ClusterMap;
 use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
 use dfs_replication::{Engine, EngineConfig};
 use dfs_store::{Store, StoreConfig};
@@ -67,7 +68,7 @@ impl Node {
             source,
         })?;
         // With port 0 the member's address is only known now.
-        let members = config
+        let members: Vec<_> = config
             .members
             .iter()
             .map(|m| {
@@ -78,7 +79,16 @@ impl Node {
                 m
             })
             .collect();
-        let engine = Arc::new(Engine::new(
+        let map_members = members.iter().map(|m| (m.id, m.addr.clone())).collect();
+        let map = ClusterMap::start(
+            config.id,
+            &map_members,
+            config.cluster_id(),
+            &config.data_dir.join("raft"),
+        )
+        .await?;
+        let map_for_shutdown = map.clone();
+        let engine = Engine::start(
             EngineConfig {
                 node_id: config.id,
                 members,
@@ -86,7 +96,17 @@ impl Node {
                 body_chunk_timeout: config.limits.body_chunk_timeout,
             },
             Arc::new(store),
-        )?);
+            map,
+        )
+        .await;
+        let engine = match engine {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                // Release the map's storage so a retry in this process can open it.
+                map_for_shutdown.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = TaskTracker::new();
         let ctx = Arc::new(Context {
@@ -133,6 +153,7 @@ impl Node {
                 "requests still running after the shutdown grace"
             );
         }
+        self.engine.shutdown().await;
         tracing::info!(addr = %self.addr, "stopped");
     }
 }

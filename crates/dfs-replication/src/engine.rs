@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole};
 use dfs_placement::{NodeId, Placement, place};
 use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry, WriteAck,
@@ -15,7 +16,7 @@ use dfs_store::{
 };
 use parking_lot::Mutex;
 
-use crate::{BodyStream, EngineError, LocalMap};
+use crate::{BodyStream, EngineError};
 
 /// Most create/delete results remembered for retries (writes keep theirs in the store,
 /// per file). A retry older than this many newer creates and deletes is applied again.
@@ -98,7 +99,7 @@ impl ReadHandle {
 pub struct Engine {
     config: EngineConfig,
     store: Arc<Store>,
-    map: LocalMap,
+    map: ClusterMap,
     locks: LockManager<String>,
     recent: Mutex<RecentOps>,
 }
@@ -107,14 +108,22 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("node_id", &self.config.node_id)
-            .field("files", &self.map.len())
+            .field("files", &self.map.read(|s| s.files.len()))
             .finish()
     }
 }
 
 impl Engine {
-    /// An engine over `store`, with the map rebuilt from the store's files.
-    pub fn new(config: EngineConfig, store: Arc<Store>) -> Result<Self, EngineError> {
+    /// An engine over `store` and the cluster `map`. Brings the store in line with the map
+    /// first: a store file the map does not list for this node is a leftover of a delete
+    /// interrupted by a crash (the map commits first) and is removed, except when the map
+    /// was created by this start, when the store's files are adopted into it (a data
+    /// directory from the one-node release, which kept names only in the store).
+    pub async fn start(
+        config: EngineConfig,
+        store: Arc<Store>,
+        map: ClusterMap,
+    ) -> Result<Self, EngineError> {
         if config.replication_factor == 0 || config.replication_factor > config.members.len() {
             return Err(EngineError::InvalidRequest(format!(
                 "replication factor {} must be between 1 and the {} members",
@@ -122,14 +131,61 @@ impl Engine {
                 config.members.len()
             )));
         }
-        let map = LocalMap::rebuild(config.node_id, &store.files());
-        Ok(Self {
+        let engine = Self {
             config,
             store,
             map,
             locks: LockManager::new(),
             recent: Mutex::new(RecentOps::default()),
-        })
+        };
+        engine.reconcile().await?;
+        Ok(engine)
+    }
+
+    async fn reconcile(&self) -> Result<(), EngineError> {
+        let me = self.config.node_id;
+        for meta in self.store.files() {
+            let listed = self.map.read(|s| {
+                s.files
+                    .get(&meta.name)
+                    .is_some_and(|p| p.file_id == meta.id && p.holds(me))
+            });
+            if listed {
+                continue;
+            }
+            if self.map.freshly_initialized() && self.map.lookup(&meta.name).is_none() {
+                let adopt = MapCommand::CreateFile {
+                    name: meta.name.clone(),
+                    file_id: meta.id,
+                    replicas: vec![me],
+                };
+                self.propose(adopt).await?;
+                tracing::info!(
+                    name = meta.name,
+                    "adopted a stored file into the cluster map"
+                );
+            } else {
+                let store = self.store.clone();
+                let id = meta.id;
+                blocking(move || store.delete(id)).await?;
+                tracing::info!(
+                    name = meta.name,
+                    file_id = id,
+                    "removed a file the map no longer lists"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the engine's part of the cluster map.
+    pub async fn shutdown(&self) {
+        self.map.shutdown().await;
+    }
+
+    /// The cluster map this engine uses.
+    pub fn map(&self) -> &ClusterMap {
+        &self.map
     }
 
     /// This node's id.
@@ -171,7 +227,7 @@ impl Engine {
         let name = Name::parse(name)?.into_string();
         let _lock = self.locks.write(name.clone()).await;
         let id = match self.map.lookup(&name) {
-            Some(p) => p.file_id,
+            Some(p) => self.local_meta(p.file_id, &name).await?.id,
             None => self.create_locked(&name).await?.0.file_id,
         };
         let key = tag.map(|t| DedupKey {
@@ -252,8 +308,8 @@ impl Engine {
             .map
             .lookup(&name)
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
+        let id = self.local_meta(placement.file_id, &name).await?.id;
         let store = self.store.clone();
-        let id = placement.file_id;
         let snapshot = blocking(move || store.snapshot(id)).await?;
         drop(lock);
         let info = self.info(snapshot.meta(), &placement);
@@ -278,13 +334,26 @@ impl Engine {
             .map
             .lookup(&name)
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
-        let store = self.store.clone();
         let id = placement.file_id;
-        // The store's unlink (with its directory fsync) is the commit point on one node.
-        blocking(move || store.delete(id)).await?;
-        self.map
-            .remove(&name)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        // The map's commit is the delete's linearization point; the bytes follow. A crash
+        // in between leaves a file the map no longer lists, removed at the next start.
+        let command = MapCommand::DeleteFile {
+            name: name.clone(),
+            file_id: id,
+        };
+        match self.propose(command).await? {
+            MapResponse::Deleted(_) => {}
+            MapResponse::NotFound | MapResponse::Conflict(_) => {
+                return Err(EngineError::NotFound(name));
+            }
+            other => return Err(EngineError::Internal(format!("delete refused: {other:?}"))),
+        }
+        let store = self.store.clone();
+        blocking(move || match store.delete(id) {
+            Err(StoreError::NotFound(_)) => Ok(()),
+            other => other,
+        })
+        .await?;
         if let Some(t) = tag {
             self.recent.lock().insert(t, Recent::Deleted);
         }
@@ -299,8 +368,7 @@ impl Engine {
             .map
             .lookup(&name)
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
-        let (store, id) = (self.store.clone(), placement.file_id);
-        let meta = blocking(move || store.meta(id)).await?;
+        let meta = self.local_meta(placement.file_id, &name).await?;
         Ok(self.info(&meta, &placement))
     }
 
@@ -312,19 +380,24 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<ListEntry>, Option<String>), EngineError> {
         validate_prefix(prefix)?;
-        let (rows, next) = self.map.page(prefix, start_after, limit);
+        let (rows, next) = self.page(prefix, start_after, limit);
         let store = self.store.clone();
         // Off the async threads: a file's metadata waits while a write to it syncs.
         let entries = blocking(move || {
             Ok(rows
                 .into_iter()
                 .filter_map(|(name, id, _)| {
-                    // A file deleted since the page was taken is simply left out.
-                    let meta = store.meta(id).ok()?;
+                    let (size, version) = match store.meta(id) {
+                        Ok(meta) => (meta.size, meta.version),
+                        // Listed but never written here (its local file comes on demand).
+                        Err(StoreError::NotFound(_)) => (0, 0),
+                        // Damaged: left out, as it is never served.
+                        Err(_) => return None,
+                    };
                     Some(ListEntry {
                         name,
-                        size: meta.size,
-                        version: meta.version,
+                        size,
+                        version,
                     })
                 })
                 .collect())
@@ -339,7 +412,7 @@ impl Engine {
         start_after: Option<&str>,
         limit: usize,
     ) -> (Vec<TableEntry>, Option<String>) {
-        let (rows, next) = self.map.page("", start_after, limit);
+        let (rows, next) = self.page("", start_after, limit);
         let entries = rows
             .into_iter()
             .map(|(name, file_id, p)| TableEntry {
@@ -352,9 +425,17 @@ impl Engine {
         (entries, next)
     }
 
-    /// The cluster as this node sees it. A one-member map has this node as its leader.
+    /// The cluster as this node sees it: the members, which are up in the map, and the
+    /// map's leader and term.
     pub fn status(&self) -> ClusterStatus {
         let me = self.config.node_id;
+        let map = self.map.status();
+        let up = self.map.read(|s| {
+            s.nodes
+                .iter()
+                .map(|(id, n)| (*id, n.up))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        });
         ClusterStatus {
             nodes: self
                 .config
@@ -363,46 +444,96 @@ impl Engine {
                 .map(|m| NodeStatus {
                     id: m.id,
                     addr: m.addr.clone(),
-                    up: m.id == me,
+                    up: up.get(&m.id).copied().unwrap_or(false),
                     role: if m.id == me {
+                        match map.role {
+                            MapRole::Leader => NodeRole::Leader,
+                            MapRole::Follower => NodeRole::Follower,
+                            MapRole::Candidate => NodeRole::Candidate,
+                            MapRole::Other => NodeRole::Unknown,
+                        }
+                    } else if map.leader == Some(m.id) {
                         NodeRole::Leader
                     } else {
                         NodeRole::Unknown
                     },
                 })
                 .collect(),
-            leader: Some(me),
-            term: 0,
+            leader: map.leader,
+            term: map.term,
             replication_factor: self.config.replication_factor as u32,
         }
     }
 
-    /// Places and creates a new file; the caller holds the name's write lock.
+    /// A sorted page of `(name, file id, placement)` for names starting with `prefix` after
+    /// `start_after`, and the name to resume after if more remain.
+    fn page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, FileId, Placement)>, Option<String>) {
+        self.map.read(|s| {
+            // One extra entry tells whether another page follows.
+            let mut rows: Vec<_> = s
+                .files
+                .page(prefix, start_after, limit + 1)
+                .into_iter()
+                .map(|(name, p)| (name.to_owned(), p.file_id, p.clone()))
+                .collect();
+            let next = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|(name, _, _)| name.clone())
+            } else {
+                None
+            };
+            (rows, next)
+        })
+    }
+
+    /// Places and creates a new file; the caller holds the name's write lock. The map
+    /// commits first; the local file follows (and is created on demand if a crash came
+    /// between the two, see [`Engine::local_meta`]).
     async fn create_locked(&self, name: &str) -> Result<(Placement, FileMeta), EngineError> {
-        let members: Vec<NodeId> = self.config.members.iter().map(|m| m.id).collect();
-        let replicas = place(name, &members, self.config.replication_factor)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        loop {
-            // A fresh id for every create, so a re-created name is a new file.
-            let id: FileId = rand::random::<u64>().max(1);
-            let store = self.store.clone();
-            let owned = name.to_owned();
-            match blocking(move || store.create(id, &owned)).await {
-                Ok(meta) => {
-                    let placement = Placement {
-                        file_id: id,
-                        replicas,
-                        epoch: 1,
-                    };
-                    self.map
-                        .insert(name, placement.clone())
-                        .map_err(|e| EngineError::Internal(e.to_string()))?;
-                    return Ok((placement, meta));
-                }
-                Err(EngineError::Store(StoreError::AlreadyExists(_))) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let up = self.map.read(ClusterState::up_nodes);
+        let replicas = place(name, &up, self.config.replication_factor)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        // A fresh id for every create, so a re-created name is a new file.
+        let file_id: FileId = rand::random::<u64>().max(1);
+        let command = MapCommand::CreateFile {
+            name: name.to_owned(),
+            file_id,
+            replicas,
+        };
+        let placement = match self.propose(command).await? {
+            MapResponse::Created(p) => p,
+            MapResponse::AlreadyExists(_) => return Err(EngineError::AlreadyExists(name.into())),
+            other => return Err(EngineError::Internal(format!("create refused: {other:?}"))),
+        };
+        let meta = self.local_meta(placement.file_id, name).await?;
+        Ok((placement, meta))
+    }
+
+    /// The local file for `id`, created empty if the map lists it but the store lacks it
+    /// (a crash between the map's commit and the store's create).
+    async fn local_meta(&self, id: FileId, name: &str) -> Result<FileMeta, EngineError> {
+        let store = self.store.clone();
+        let name = name.to_owned();
+        blocking(move || match store.meta(id) {
+            Err(StoreError::NotFound(_)) => match store.create(id, &name) {
+                Err(StoreError::AlreadyExists(_)) => store.meta(id),
+                other => other,
+            },
+            other => other,
+        })
+        .await
+    }
+
+    async fn propose(&self, command: MapCommand) -> Result<MapResponse, EngineError> {
+        self.map
+            .propose(command)
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))
     }
 
     fn info(&self, meta: &FileMeta, placement: &Placement) -> FileInfo {

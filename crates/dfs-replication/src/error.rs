@@ -25,6 +25,10 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The cluster map cannot take the change now (no leader, no quorum); retry, maybe on
+    /// another node.
+    #[error("cluster map unavailable: {0}")]
+    Unavailable(String),
     /// A background task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,6 +47,7 @@ impl EngineError {
             EngineError::Store(StoreError::Corrupt { .. }) => ErrorCode::Corrupt,
             EngineError::Store(StoreError::Busy(_)) => ErrorCode::Busy,
             EngineError::Store(StoreError::NameTooLong(_)) => ErrorCode::InvalidName,
+            EngineError::Unavailable(_) => ErrorCode::Unavailable,
             EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

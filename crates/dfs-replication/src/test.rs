@@ -2,25 +2,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_cluster::ClusterMap;
 use dfs_proto::{ErrorCode, OpTag};
 use dfs_store::{Store, StoreConfig};
 
 use crate::*;
 
-fn engine(dir: &std::path::Path) -> Engine {
-    let (store, _) = Store::open(StoreConfig::new(dir)).expect("store opens");
-    Engine::new(
+async fn engine(dir: &std::path::Path) -> Engine {
+    let (store, _) = Store::open(StoreConfig::new(dir.join("store"))).expect("store opens");
+    let members = std::collections::BTreeMap::from([(1, "127.0.0.1:1".to_owned())]);
+    let map = ClusterMap::start(1, &members, 7, &dir.join("raft"))
+        .await
+        .expect("map starts");
+    Engine::start(
         EngineConfig {
             node_id: 1,
             members: vec![Member {
                 id: 1,
-                addr: "127.0.0.1:0".into(),
+                addr: "127.0.0.1:1".into(),
             }],
             replication_factor: 1,
             body_chunk_timeout: Duration::from_secs(5),
         },
         Arc::new(store),
+        map,
     )
+    .await
     .expect("engine starts")
 }
 
@@ -36,7 +43,7 @@ fn tag(seq: u64) -> Option<OpTag> {
 #[tokio::test]
 async fn every_operation_on_one_node() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     let info = e.create("a/b.txt", tag(1)).await.expect("create");
     assert_eq!(
         (info.size, info.version, info.replicas.clone()),
@@ -103,7 +110,7 @@ async fn every_operation_on_one_node() {
 #[tokio::test]
 async fn retried_writes_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     for _ in 0..3 {
         e.write(WriteMode::Append, "f", BodyStream::from_bytes("x"), tag(1))
             .await
@@ -130,7 +137,7 @@ async fn retried_writes_apply_once() {
 #[tokio::test]
 async fn a_body_that_breaks_off_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     e.write(WriteMode::Append, "f", BodyStream::from_bytes("keep"), None)
         .await
         .expect("append");
@@ -163,7 +170,7 @@ async fn a_body_that_breaks_off_changes_nothing() {
 #[tokio::test]
 async fn a_read_is_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     e.write(WriteMode::Put, "f", BodyStream::from_bytes("old"), None)
         .await
         .expect("put");
@@ -186,7 +193,7 @@ async fn a_read_is_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_land_whole_and_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = Arc::new(engine(dir.path()));
+    let e = Arc::new(engine(dir.path()).await);
     let mut tasks = Vec::new();
     for i in 0..24u8 {
         let e = e.clone();
@@ -222,7 +229,7 @@ async fn concurrent_appends_land_whole_and_once() {
 async fn the_map_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let e = engine(dir.path());
+        let e = engine(dir.path()).await;
         e.write(
             WriteMode::Append,
             "x/1",
@@ -234,8 +241,9 @@ async fn the_map_survives_a_restart() {
         e.create("x/2", None).await.expect("create");
         e.create("y", None).await.expect("create");
         e.delete("y", None).await.expect("delete");
+        e.shutdown().await;
     }
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     let names: Vec<String> = e
         .list("", None, 10)
         .await
@@ -251,7 +259,7 @@ async fn the_map_survives_a_restart() {
 #[tokio::test]
 async fn pages_resume_where_they_stopped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = engine(dir.path());
+    let e = engine(dir.path()).await;
     for i in 0..7 {
         e.create(&format!("p/{i}"), None).await.expect("create");
     }
@@ -267,4 +275,46 @@ async fn pages_resume_where_they_stopped() {
         }
     }
     assert_eq!(names, (0..7).map(|i| format!("p/{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn start_up_removes_what_the_map_no_longer_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path()).await;
+    e.write(WriteMode::Append, "kept", BodyStream::from_bytes("k"), None)
+        .await
+        .expect("append");
+    let gone = e.create("gone", None).await.expect("create");
+    // A crash between the map's delete and the store's: the map no longer lists the file.
+    let command = dfs_cluster::MapCommand::DeleteFile {
+        name: "gone".into(),
+        file_id: gone.file_id,
+    };
+    e.map().propose(command).await.expect("committed");
+    assert!(
+        e.store().meta(gone.file_id).is_ok(),
+        "the bytes are still there"
+    );
+    e.shutdown().await;
+    drop(e);
+    let e = engine(dir.path()).await;
+    assert!(
+        e.store().meta(gone.file_id).is_err(),
+        "the leftover was removed"
+    );
+    assert_eq!(read_all(&e, "kept").await, b"k");
+}
+
+#[tokio::test]
+async fn a_one_node_data_directory_is_adopted_by_a_new_map() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // What the one-node release left: files in the store, no consensus state.
+        let (store, _) = Store::open(StoreConfig::new(dir.path().join("store"))).expect("store");
+        store.create(77, "old/file").expect("create");
+        store.append(77, b"from before", None).expect("append");
+    }
+    let e = engine(dir.path()).await;
+    assert_eq!(read_all(&e, "old/file").await, b"from before");
+    assert_eq!(e.table(None, 10).0[0].file_id, 77);
 }
