@@ -1,6 +1,7 @@
 //! The crate's error type. Keep it small; add variants at the end.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What went wrong in the cluster map's machinery.
 #[derive(Debug, thiserror::Error)]
@@ -34,5 +35,15 @@ pub enum ClusterError {
     NotLeader {
         /// The leader, if known.
         leader: Option<u64>,
+    },
+    /// A proposal (or a linearizable read) did not complete within its deadline: no
+    /// leader was known or reachable, or the leader could not reach a quorum. A proposal
+    /// that reached a leader may still commit.
+    #[error("cluster map: not done within {waited:?}: {last}")]
+    Timeout {
+        /// How long it was tried.
+        waited: Duration,
+        /// The last reason it did not complete.
+        last: String,
     },
 }

@@ -11,8 +11,15 @@
 //!   [`serve_peer`] / [`dispatch`] answer them; [`raft_config`] sets timeouts and sizes so
 //!   every message fits a frame.
 //!
-//! - [`ClusterMap`] is a node's handle: it starts the raft, initializes or joins the group,
-//!   registers the node, proposes changes and reads the map.
+//! - [`ClusterMap`] is a node's handle: [`ClusterMap::open`] starts the raft and
+//!   initializes the group (every member may, with the same member list),
+//!   [`ClusterMap::join`] waits for a leader and registers the node, the caller serving
+//!   peer connections in between ([`ClusterMap::start`] does both, for a one-member group).
+//!   [`ClusterMap::propose`] commits a change from any member: a follower forwards it to
+//!   the leader ([`RaftRpc::Propose`], on the peer connections [`PeerNetwork`] keeps), and
+//!   it is retried while leadership moves, for at most [`PROPOSE_TIMEOUT`]. Reads are
+//!   local ([`ClusterMap::lookup`]), or linearizable on the leader
+//!   ([`ClusterMap::linearizable_lookup`]).
 //!
 //! Why openraft: a maintained Raft library with joint-consensus membership changes,
 //! snapshots and linearizable reads (read index); we supply storage and the transport.
@@ -31,16 +38,20 @@ pub use config::{
     raft_config,
 };
 pub use error::ClusterError;
-pub use map::{ClusterMap, MapRole, MapStatus, STARTUP_TIMEOUT};
+pub use map::{
+    ClusterMap, MapRole, MapStatus, PROPOSE_TIMEOUT, STARTUP_TIMEOUT, STORAGE_RELEASE_TIMEOUT,
+};
 pub use network::{
     PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };
 pub use peer::{
-    PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT, RaftReply, RaftRpc, dispatch,
-    serve_peer,
+    PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT, PROPOSE_SERVE_TIMEOUT,
+    ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
 };
 pub use state::{ClusterState, MapCommand, MapResponse, NodeInfo};
-pub use storage::{LogStore, LogStoreReader, MapReader, StateMachineStore, open_storage};
+pub use storage::{
+    LogStore, LogStoreReader, MapReader, StateMachineStore, StorageRelease, open_storage,
+};
 
 use std::io::Cursor;
 

@@ -1,22 +1,40 @@
 //! [`ClusterMap`]: one node's handle on the replicated map: starts the raft, joins or
-//! initializes the cluster, registers the node, proposes changes and reads the map.
+//! initializes the cluster, registers the node, proposes changes (forwarding them to the
+//! leader) and reads the map.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use dfs_placement::{NodeId, Placement};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
+use tokio::time::Instant;
 
 use crate::{
-    ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, Raft,
-    open_storage, raft_config,
+    ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, ProposeError,
+    Raft, StorageRelease, open_storage, raft_config,
 };
 
-/// How long [`ClusterMap::start`] waits for the map to have a leader and take this node's
+/// How long [`ClusterMap::shutdown`] waits for openraft's tasks to drop the storage.
+pub const STORAGE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`ClusterMap::join`] waits for the map to have a leader and take this node's
 /// registration.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`ClusterMap::propose`] keeps trying (while there is no leader, the leader
+/// changes or cannot be reached) before it fails with [`ClusterError::Timeout`]; also the
+/// bound of [`ClusterMap::linearizable_lookup`].
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first pause between two attempts of a proposal; it doubles up to
+/// [`PROPOSE_BACKOFF_MAX`].
+const PROPOSE_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest pause between two attempts of a proposal: shorter than an election.
+const PROPOSE_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Most nodes one attempt follows when each names another leader.
+const FORWARD_HOPS_MAX: usize = 3;
 
 /// A node's role in the map's consensus group, as [`ClusterMap::status`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +63,37 @@ pub struct MapStatus {
 }
 
 /// One node's handle on the cluster map.
+///
+/// # Start-up
+///
+/// [`open`](Self::open) opens the storage, starts the raft and initializes the group if
+/// this storage never was part of one; [`join`](Self::join) waits for a leader and
+/// registers the node. Between the two the caller starts serving peer connections with
+/// [`raft`](Self::raft): in a group of several members no leader can be elected, and this
+/// node cannot receive the log, until it does. [`start`](Self::start) does both in one
+/// call, for a one-member group (which needs no peer).
+///
+/// Every member may be started at once with the same member list: each one whose storage
+/// is empty initializes the group with that list (openraft allows it: they all write the
+/// same first entry), a member whose storage already holds the group skips it, and one
+/// whose storage is empty while its peers already formed the group joins by receiving
+/// their log.
+///
+/// # Writes and reads
+///
+/// [`propose`](Self::propose) commits through the leader wherever it is called: a follower
+/// forwards the command to the leader over the peer connection its raft already uses.
+/// [`lookup`](Self::lookup) and [`read`](Self::read) read the map as applied on this node
+/// (possibly behind the leader); [`linearizable_lookup`](Self::linearizable_lookup) reads
+/// what every committed change is visible in, on the leader.
 #[derive(Clone)]
 pub struct ClusterMap {
     node_id: NodeId,
+    addr: String,
     raft: Raft,
     reader: MapReader,
+    network: PeerNetwork,
+    release: StorageRelease,
     fresh: bool,
 }
 
@@ -57,19 +101,45 @@ impl std::fmt::Debug for ClusterMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterMap")
             .field("node_id", &self.node_id)
+            .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
 }
 
 impl ClusterMap {
-    /// Opens the map's storage in `dir`, starts this node's raft, initializes the group with
-    /// `members` if this storage has never been part of one, waits for a leader, and
-    /// registers the node (`NodeUp` with the next incarnation).
+    /// [`open`](Self::open) then [`join`](Self::join): for a group whose members need no
+    /// peer connection served to elect a leader, i.e. a one-member group. A node of a
+    /// larger group calls the two itself and serves [`raft`](Self::raft) in between.
     ///
-    /// Registration goes through the leader, so today this completes only where this node
-    /// can lead (a one-member group); forwarding proposals to a remote leader comes with the
-    /// replicated data path.
+    /// If joining fails the raft is shut down.
     pub async fn start(
+        node_id: NodeId,
+        members: &BTreeMap<NodeId, String>,
+        cluster_id: u64,
+        dir: &Path,
+    ) -> Result<ClusterMap, ClusterError> {
+        let map = ClusterMap::open(node_id, members, cluster_id, dir).await?;
+        if let Err(e) = map.join().await {
+            map.shutdown().await;
+            return Err(e);
+        }
+        Ok(map)
+    }
+
+    /// Opens the map's storage in `dir` and starts this node's raft (its network dials
+    /// `members` with the hello of `cluster_id`). If this storage has never been part of
+    /// the group, initializes it with `members`; a refusal because the raft already holds
+    /// a log or a vote (another member's leader reached it first) is not an error.
+    ///
+    /// Returns at once, without a leader; serve peer connections with
+    /// [`raft`](Self::raft), then call [`join`](Self::join).
+    ///
+    /// # Errors
+    ///
+    /// `node_id` is not in `members`; the storage cannot be opened
+    /// ([`ClusterError::StorageLocked`], [`ClusterError::Storage`]); the raft does not
+    /// start or refuses the member list.
+    pub async fn open(
         node_id: NodeId,
         members: &BTreeMap<NodeId, String>,
         cluster_id: u64,
@@ -80,61 +150,108 @@ impl ClusterMap {
             .cloned()
             .ok_or_else(|| ClusterError::Raft(format!("node {node_id} is not a member")))?;
         let (log, sm) = open_storage(dir).await?;
+        let release = log.release_watch();
         let reader = sm.reader();
         let config = raft_config(&format!("{cluster_id:016x}"))
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            node_id,
-            config,
-            PeerNetwork::new(node_id, cluster_id),
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let fresh = !raft
-            .is_initialized()
+        let network = PeerNetwork::new(node_id, cluster_id);
+        let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let map = ClusterMap {
             node_id,
+            addr,
             raft,
             reader,
-            fresh,
+            network,
+            release,
+            fresh: false,
         };
-        if fresh {
-            let nodes: BTreeMap<NodeId, BasicNode> = members
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            match map.raft.initialize(nodes).await {
-                Ok(()) => tracing::info!(node_id, "initialized the cluster map"),
-                // Another member initialized it first: we join through its log.
-                Err(e) => tracing::debug!(node_id, error = %e, "not initializing"),
+        match map.initialize(members).await {
+            Ok(fresh) => Ok(ClusterMap { fresh, ..map }),
+            Err(e) => {
+                map.shutdown().await;
+                Err(e)
             }
         }
-        map.wait_for_leader(STARTUP_TIMEOUT).await?;
-        let incarnation = map
-            .reader
-            .read(|s| s.nodes.get(&node_id).map_or(0, |n| n.incarnation))
-            + 1;
-        match map
-            .propose(MapCommand::NodeUp {
-                id: node_id,
-                addr,
-                incarnation,
-            })
-            .await?
-        {
-            MapResponse::Done => {}
-            other => {
+    }
+
+    /// Initializes the group with `members` if this storage holds none; returns whether
+    /// the storage was empty.
+    async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<bool, ClusterError> {
+        let node_id = self.node_id;
+        let fresh = !self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if !fresh {
+            return Ok(false);
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(node_id, "initialized the cluster map"),
+            // A leader's message reached us first (we have a vote or a log now): we join
+            // through its log.
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                tracing::debug!(node_id, error = %e, "the group exists already; joining it");
+            }
+            Err(e) => {
                 return Err(ClusterError::Raft(format!(
-                    "registration refused: {other:?}"
+                    "initializing the group with {members:?}: {e}"
                 )));
             }
         }
-        tracing::info!(node_id, incarnation, "registered in the cluster map");
-        Ok(map)
+        Ok(true)
+    }
+
+    /// Waits (at most [`STARTUP_TIMEOUT`]) for the group to have a leader, then registers
+    /// this node: `NodeUp` with the incarnation after the one recorded, proposed through
+    /// [`propose`](Self::propose) (so a follower forwards it to the leader).
+    ///
+    /// If the leader refuses the incarnation (the map, once this node has applied it,
+    /// records one at least as high), registration is tried again with the next one;
+    /// the recorded incarnation equal to ours after an attempt whose answer was lost means
+    /// that attempt committed, and counts as registered.
+    ///
+    /// Call it once per [`open`](Self::open), after serving the peer connections.
+    pub async fn join(&self) -> Result<(), ClusterError> {
+        let node_id = self.node_id;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        self.wait_for_leader(STARTUP_TIMEOUT).await?;
+        loop {
+            let incarnation = self.recorded_incarnation() + 1;
+            let command = MapCommand::NodeUp {
+                id: node_id,
+                addr: self.addr.clone(),
+                incarnation,
+            };
+            let (response, uncertain) = self.propose_until(command, deadline).await?;
+            match response {
+                MapResponse::Done => {
+                    tracing::info!(node_id, incarnation, "registered in the cluster map");
+                    return Ok(());
+                }
+                MapResponse::Rejected(why) => {
+                    // The leader's map records an incarnation of ours at least as high:
+                    // wait until ours shows it, then see whose it is.
+                    tracing::debug!(node_id, incarnation, why, "registration refused");
+                    self.wait_for_incarnation(incarnation, deadline).await?;
+                    if uncertain && self.recorded_incarnation() == incarnation {
+                        tracing::info!(node_id, incarnation, "registered in the cluster map");
+                        return Ok(());
+                    }
+                }
+                other => {
+                    return Err(ClusterError::Raft(format!(
+                        "registration refused: {other:?}"
+                    )));
+                }
+            }
+        }
     }
 
     /// Whether this start created the map (its storage held no consensus state before).
@@ -152,9 +269,39 @@ impl ClusterMap {
         &self.reader
     }
 
-    /// Where `name` lives, as applied on this node.
+    /// Tells when the storage directory is free again after the raft stopped (its tasks
+    /// have dropped their stores), so it can be opened again.
+    pub fn storage_release(&self) -> StorageRelease {
+        self.release.clone()
+    }
+
+    /// Where `name` lives, as applied on this node (which may be behind the leader).
     pub fn lookup(&self, name: &str) -> Option<Placement> {
         self.reader.read(|s| s.files.get(name).cloned())
+    }
+
+    /// Where `name` lives, with every change committed before the call visible: on the
+    /// leader, confirms with a quorum that it still leads (openraft's read index) and
+    /// waits until this node has applied that far, then reads the local map.
+    ///
+    /// On a node that does not lead this fails with [`ClusterError::NotLeader`] (naming
+    /// the leader): forwarding linearizable reads is not built yet. A leader that cannot
+    /// reach a quorum fails with [`ClusterError::Timeout`] after [`PROPOSE_TIMEOUT`] (or
+    /// with an error as soon as it learns it was deposed).
+    pub async fn linearizable_lookup(&self, name: &str) -> Result<Option<Placement>, ClusterError> {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(self.lookup(name)),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ClusterError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ClusterError::Raft(e.to_string())),
+            },
+            Err(_) => Err(ClusterError::Timeout {
+                waited: PROPOSE_TIMEOUT,
+                last: "the leader could not confirm its leadership with a quorum".into(),
+            }),
+        }
     }
 
     /// Reads the applied map.
@@ -162,18 +309,134 @@ impl ClusterMap {
         self.reader.read(f)
     }
 
-    /// Commits `command` through the consensus log and returns how it applied. Fails with
-    /// [`ClusterError::NotLeader`] on a node that does not lead the group.
+    /// Commits `command` through the consensus log and returns how it applied, wherever
+    /// it is called: on the leader it is appended locally; on another node it is forwarded
+    /// to the leader ([`RaftRpc::Propose`](crate::RaftRpc::Propose) on the peer connection
+    /// to it), and a node that turns out not to lead names the leader it knows, which is
+    /// tried next. While no leader is known, the leader changes or cannot be reached, it
+    /// tries again after a short pause, for at most [`PROPOSE_TIMEOUT`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Timeout`] once [`PROPOSE_TIMEOUT`] has passed (no leader, or a
+    /// leader without a quorum: a minority commits nothing); [`ClusterError::Raft`] if this
+    /// node's raft has stopped.
+    ///
+    /// # Retries
+    ///
+    /// A forwarded proposal whose answer was lost (connection lost, no answer in time) may
+    /// have committed, and the retry then applies the command a second time. The commands
+    /// are built for it: a repeated `CreateFile` answers `AlreadyExists` (with the same
+    /// file id), a repeated `DeleteFile` `NotFound`, a repeated `NodeUp` `Rejected`, a
+    /// repeated `SetReplicas` `Conflict`. A proposal this returns an error for may also
+    /// have committed.
     pub async fn propose(&self, command: MapCommand) -> Result<MapResponse, ClusterError> {
-        match self.raft.client_write(command).await {
-            Ok(reply) => Ok(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_id,
-                })
+        let deadline = Instant::now() + PROPOSE_TIMEOUT;
+        self.propose_until(command, deadline)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`propose`](Self::propose) until `deadline`; also says whether an attempt before
+    /// the one that answered had an unknown outcome (so the command may have applied
+    /// twice).
+    async fn propose_until(
+        &self,
+        command: MapCommand,
+        deadline: Instant,
+    ) -> Result<(MapResponse, bool), ClusterError> {
+        let started = Instant::now();
+        let mut pause = PROPOSE_BACKOFF_MIN;
+        let mut uncertain = false;
+        loop {
+            let local = tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()));
+            let why = match local.await {
+                Ok(Ok(reply)) => return Ok((reply.data, uncertain)),
+                Ok(Err(e)) => {
+                    let Some(f) = e.forward_to_leader() else {
+                        return Err(ClusterError::Raft(e.to_string()));
+                    };
+                    let leader = f.leader_id.filter(|l| *l != self.node_id);
+                    let addr = match (&f.leader_node, leader) {
+                        (Some(node), _) => Some(node.addr.clone()),
+                        (None, Some(l)) => self.member_addr(l),
+                        (None, None) => None,
+                    };
+                    match (leader, addr) {
+                        (Some(leader), Some(addr)) => {
+                            let forwarded = self
+                                .forward(leader, addr, &command, deadline, &mut uncertain)
+                                .await;
+                            match forwarded {
+                                Ok(response) => return Ok((response, uncertain)),
+                                Err(why) => why,
+                            }
+                        }
+                        (Some(leader), None) => format!("no address for leader {leader}"),
+                        (None, _) => "no leader is known".to_owned(),
+                    }
+                }
+                // This node leads (or believes it does) but did not commit in time: it
+                // has no quorum.
+                Err(_) => "the leader (this node) did not commit it: no quorum".to_owned(),
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(ClusterError::Timeout {
+                    waited: started.elapsed(),
+                    last: why,
+                });
             }
-            Err(e) => Err(ClusterError::Raft(e.to_string())),
+            tracing::debug!(
+                node_id = self.node_id,
+                why,
+                "proposal not taken; trying again"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PROPOSE_BACKOFF_MAX);
         }
+    }
+
+    /// Sends `command` to `leader`, and on to the leader it names if it does not lead;
+    /// the error says why none took it. Sets `uncertain` when an attempt's outcome is
+    /// unknown.
+    async fn forward(
+        &self,
+        mut leader: NodeId,
+        mut addr: String,
+        command: &MapCommand,
+        deadline: Instant,
+        uncertain: &mut bool,
+    ) -> Result<MapResponse, String> {
+        for _ in 0..FORWARD_HOPS_MAX {
+            let ttl = deadline.saturating_duration_since(Instant::now());
+            if ttl.is_zero() {
+                break;
+            }
+            match self
+                .network
+                .propose(leader, &addr, command.clone(), ttl)
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(ProposeError::NotLeader {
+                    leader: Some(next),
+                    addr: Some(next_addr),
+                }) if next != leader && next != self.node_id => {
+                    tracing::debug!(leader, next, "forwarded proposal redirected");
+                    (leader, addr) = (next, next_addr);
+                }
+                Err(e @ ProposeError::NotLeader { .. }) => {
+                    return Err(format!("node {leader}: {e}"));
+                }
+                Err(e) => {
+                    *uncertain = true;
+                    return Err(format!("node {leader}: {e}"));
+                }
+            }
+        }
+        Err(format!(
+            "no leader took it after {FORWARD_HOPS_MAX} redirections (last: node {leader})"
+        ))
     }
 
     /// The consensus state: leader, term, this node's role, the members.
@@ -199,11 +462,56 @@ impl ClusterMap {
         }
     }
 
-    /// Stops this node's raft.
+    /// Stops this node's raft and waits (at most [`STORAGE_RELEASE_TIMEOUT`]) until its
+    /// tasks have dropped the storage, so the directory can be opened again.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown failed");
         }
+        if !self.release.wait(STORAGE_RELEASE_TIMEOUT).await {
+            tracing::warn!(
+                node_id = self.node_id,
+                "the raft's tasks still hold the storage after {STORAGE_RELEASE_TIMEOUT:?}"
+            );
+        }
+    }
+
+    /// The address of member `id`, from the membership this node knows.
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// This node's incarnation in the map as applied here (0 if never registered).
+    fn recorded_incarnation(&self) -> u64 {
+        self.reader
+            .read(|s| s.nodes.get(&self.node_id).map_or(0, |n| n.incarnation))
+    }
+
+    /// Waits until the map as applied here records an incarnation of this node of at least
+    /// `incarnation`.
+    async fn wait_for_incarnation(
+        &self,
+        incarnation: u64,
+        deadline: Instant,
+    ) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let target = incarnation;
+        let waited = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(started)))
+            .metrics(
+                |_| self.recorded_incarnation() >= target,
+                "the refused incarnation applied here",
+            )
+            .await;
+        waited.map(|_| ()).map_err(|e| ClusterError::Timeout {
+            waited: started.elapsed(),
+            last: format!("incarnation {incarnation} refused, and never applied here: {e}"),
+        })
     }
 
     async fn wait_for_leader(&self, timeout: Duration) -> Result<(), ClusterError> {

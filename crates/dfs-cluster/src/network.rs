@@ -18,6 +18,9 @@
 //! A connection that fails is dropped and dialled again on the next call, and so is one on
 //! which [`TIMEOUTS_BEFORE_REDIAL`] calls in a row timed out (a peer that vanished without
 //! closing its socket).
+//!
+//! [`PeerNetwork::propose`] forwards a map change to the leader on the same links, so a
+//! node's proposals and its raft's messages share one connection per target.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,8 +51,8 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
-use crate::TypeConfig;
-use crate::peer::{RaftReply, RaftRpc};
+use crate::peer::{ProposeError, RaftReply, RaftRpc};
+use crate::{MapCommand, MapResponse, TypeConfig};
 
 /// Longest wait for a connection and its hello's answer (a call's own time to live, when
 /// shorter, cuts it first).
@@ -107,6 +110,34 @@ impl PeerNetwork {
         links.insert(target, link.clone());
         link
     }
+
+    /// Forwards `command` to node `target` at `addr` ([`RaftRpc::Propose`]) on the link
+    /// openraft uses for that node, and waits at most `ttl` for the outcome.
+    ///
+    /// [`ProposeError::NotLeader`] means `target` does not lead and appended nothing (it
+    /// names the leader it knows); [`ProposeError::Failed`] and
+    /// [`ProposeError::Unreachable`] leave the outcome unknown: the command may still
+    /// commit.
+    pub async fn propose(
+        &self,
+        target: u64,
+        addr: &str,
+        command: MapCommand,
+        ttl: Duration,
+    ) -> Result<MapResponse, ProposeError> {
+        let link = self.link(target, addr);
+        match link.call(&RaftRpc::Propose(command), ttl).await {
+            Ok(RaftReply::Propose(result)) => result,
+            Ok(RaftReply::Refused(why)) => Err(ProposeError::Unreachable(format!(
+                "node {target} refused the proposal: {why}"
+            ))),
+            Ok(other) => Err(ProposeError::Unreachable(format!(
+                "node {target} answered the proposal with {}",
+                reply_kind(&other)
+            ))),
+            Err(e) => Err(ProposeError::Unreachable(format!("node {target}: {e}"))),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -163,13 +194,19 @@ impl PeerClient {
     }
 }
 
-fn wrong_answer(action: RPCTypes, reply: &RaftReply) -> CallError {
-    let got = match reply {
+/// The kind of an answer, for errors.
+fn reply_kind(reply: &RaftReply) -> &'static str {
+    match reply {
         RaftReply::AppendEntries(_) => "append_entries",
         RaftReply::Vote(_) => "vote",
         RaftReply::InstallSnapshot(_) => "install_snapshot",
         RaftReply::Refused(_) => "refused",
-    };
+        RaftReply::Propose(_) => "propose",
+    }
+}
+
+fn wrong_answer(action: RPCTypes, reply: &RaftReply) -> CallError {
+    let got = reply_kind(reply);
     CallError::Decode(format!("a {got} answer to a {action:?} request"))
 }
 

@@ -12,6 +12,11 @@
 //! Payloads are postcard-encoded [`RaftRpc`]s and [`RaftReply`]s, built from openraft's own
 //! serde types; `dfs-proto` carries them as opaque bytes. A payload that does not decode gets
 //! a [`RaftReply::Refused`] answer and changes nothing; nothing a peer sends can panic us.
+//!
+//! Besides openraft's own RPCs, a peer may send [`RaftRpc::Propose`]: a map change that a
+//! node which does not lead the group forwards to the leader it knows. The receiving node
+//! commits it with its own raft (within [`PROPOSE_SERVE_TIMEOUT`]) or answers
+//! [`ProposeError::NotLeader`] with the leader it knows in turn.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::{Raft, TypeConfig};
+use crate::{MapCommand, MapResponse, Raft, TypeConfig};
 
 /// Most consensus messages of one peer connection being handled at once; the connection is
 /// not read further until one of them is answered.
@@ -47,6 +52,11 @@ pub const PEER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// when it next has something to say).
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Longest a node spends committing one forwarded [`RaftRpc::Propose`] before it answers
+/// [`ProposeError::Failed`] (a leader without a quorum never commits; the proposer's own
+/// deadline is usually shorter and it stops waiting first).
+pub const PROPOSE_SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A consensus request, as one node's [`PeerClient`](crate::PeerClient) sends it to another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RaftRpc {
@@ -57,6 +67,9 @@ pub enum RaftRpc {
     /// One chunk of a snapshot (chunks are at most
     /// [`SNAPSHOT_CHUNK_BYTES`](crate::SNAPSHOT_CHUNK_BYTES), so each fits in a frame).
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A map change forwarded by a node that does not lead the group: the receiver commits
+    /// it through its raft if it leads, and answers [`ProposeError::NotLeader`] otherwise.
+    Propose(MapCommand),
 }
 
 impl RaftRpc {
@@ -76,6 +89,7 @@ impl RaftRpc {
             RaftRpc::AppendEntries(_) => "append_entries",
             RaftRpc::Vote(_) => "vote",
             RaftRpc::InstallSnapshot(_) => "install_snapshot",
+            RaftRpc::Propose(_) => "propose",
         }
     }
 }
@@ -92,6 +106,32 @@ pub enum RaftReply {
     /// The node could not take the request (its payload is no [`RaftRpc`] of this version)
     /// or could not send its answer (too large to encode); nothing is known of the outcome.
     Refused(String),
+    /// The answer to [`RaftRpc::Propose`]: how the command applied, or why it was not
+    /// committed.
+    Propose(Result<MapResponse, ProposeError>),
+}
+
+/// Why a proposal forwarded to another node ([`RaftRpc::Propose`]) did not come back
+/// committed. Travels in [`RaftReply::Propose`]: append variants at the end only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    /// The node does not lead the group; nothing was appended. `leader` is the leader it
+    /// knows, if any, and `addr` that leader's address.
+    #[error("node does not lead the cluster map (leader: {leader:?} at {addr:?})")]
+    NotLeader {
+        /// The leader the node knows.
+        leader: Option<u64>,
+        /// Its address.
+        addr: Option<String>,
+    },
+    /// The node's raft failed, or did not commit the command within
+    /// [`PROPOSE_SERVE_TIMEOUT`]: the command may or may not commit.
+    #[error("the leader did not commit the proposal: {0}")]
+    Failed(String),
+    /// The proposal could not be sent, or its answer was lost or did not decode (never
+    /// sent by a node; made by the proposing side): the command may or may not commit.
+    #[error("forwarding the proposal failed: {0}")]
+    Unreachable(String),
 }
 
 impl RaftReply {
@@ -107,7 +147,8 @@ impl RaftReply {
 }
 
 /// What a peer connection needs of the local raft: the three calls a leader or candidate
-/// makes. [`Raft`] is the real one; tests put a stand-in behind the same loop.
+/// makes, and the commit of a forwarded proposal. [`Raft`] is the real one; tests put a
+/// stand-in behind the same loop.
 pub(crate) trait RaftService: Clone + Send + Sync + 'static {
     fn append_entries(
         &self,
@@ -125,6 +166,11 @@ pub(crate) trait RaftService: Clone + Send + Sync + 'static {
     ) -> impl Future<
         Output = Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>,
     > + Send;
+
+    fn propose(
+        &self,
+        command: MapCommand,
+    ) -> impl Future<Output = Result<MapResponse, ProposeError>> + Send;
 }
 
 impl RaftService for Raft {
@@ -145,6 +191,22 @@ impl RaftService for Raft {
     ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
         Raft::install_snapshot(self, rpc).await
     }
+
+    async fn propose(&self, command: MapCommand) -> Result<MapResponse, ProposeError> {
+        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, self.client_write(command)).await {
+            Ok(Ok(reply)) => Ok(reply.data),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+                }),
+                None => Err(ProposeError::Failed(e.to_string())),
+            },
+            Err(_) => Err(ProposeError::Failed(format!(
+                "not committed within {PROPOSE_SERVE_TIMEOUT:?}"
+            ))),
+        }
+    }
 }
 
 /// Handles one encoded [`RaftRpc`] with the local raft and returns the encoded
@@ -163,6 +225,7 @@ pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -
         Ok(RaftRpc::InstallSnapshot(rpc)) => {
             RaftReply::InstallSnapshot(service.install_snapshot(rpc).await)
         }
+        Ok(RaftRpc::Propose(command)) => RaftReply::Propose(service.propose(command).await),
         Err(e) => {
             tracing::warn!(len = payload.len(), error = %e, "undecodable raft request");
             RaftReply::Refused(format!(

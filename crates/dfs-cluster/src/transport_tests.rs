@@ -30,9 +30,10 @@ use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
 use crate::peer::{RaftService, dispatch_with, serve_with};
 use crate::{
-    LOG_ENTRY_BYTES_MAX, MAX_PAYLOAD_ENTRIES, MapCommand, PEER_RPCS_IN_FLIGHT_MAX, PeerNetwork,
-    RaftReply, RaftRpc, SNAPSHOT_CHUNK_BYTES, TypeConfig, raft_config,
+    LOG_ENTRY_BYTES_MAX, MAX_PAYLOAD_ENTRIES, MapCommand, MapResponse, PEER_RPCS_IN_FLIGHT_MAX,
+    PeerNetwork, ProposeError, RaftReply, RaftRpc, SNAPSHOT_CHUNK_BYTES, TypeConfig, raft_config,
 };
+use dfs_placement::Placement;
 
 const CLUSTER: u64 = 0xc1u64;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -117,6 +118,28 @@ impl RaftService for Mock {
             )));
         }
         Ok(InstallSnapshotResponse { vote: rpc.vote })
+    }
+
+    /// Commits nothing: answers `Created` for a create, `Done` otherwise; when `fail`, says
+    /// it does not lead and names node 3 at a made-up address.
+    async fn propose(&self, command: MapCommand) -> Result<MapResponse, ProposeError> {
+        let _running = self.enter().await;
+        if self.fail {
+            return Err(ProposeError::NotLeader {
+                leader: Some(3),
+                addr: Some("127.0.0.1:7003".into()),
+            });
+        }
+        Ok(match command {
+            MapCommand::CreateFile {
+                file_id, replicas, ..
+            } => MapResponse::Created(Placement {
+                file_id,
+                replicas,
+                epoch: 1,
+            }),
+            _ => MapResponse::Done,
+        })
     }
 }
 
@@ -208,6 +231,10 @@ fn raft_rpcs_round_trip_through_postcard() {
         RaftRpc::InstallSnapshot(s) => assert_eq!(s, snapshot),
         other => panic!("{other:?}"),
     }
+    match round_trip(&RaftRpc::Propose(largest_command(1))) {
+        RaftRpc::Propose(c) => assert_eq!(c, largest_command(1)),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -241,6 +268,20 @@ fn raft_replies_round_trip_through_postcard() {
         })),
         RaftReply::InstallSnapshot(Err(RaftError::APIError(mismatch))),
         RaftReply::Refused("why".into()),
+        RaftReply::Propose(Ok(MapResponse::Conflict(Some(Placement {
+            file_id: 4,
+            replicas: vec![3, 1],
+            epoch: 2,
+        })))),
+        RaftReply::Propose(Err(ProposeError::NotLeader {
+            leader: Some(2),
+            addr: Some("10.0.0.2:7000".into()),
+        })),
+        RaftReply::Propose(Err(ProposeError::NotLeader {
+            leader: None,
+            addr: None,
+        })),
+        RaftReply::Propose(Err(ProposeError::Failed("no quorum".into()))),
     ];
     for reply in replies {
         let bytes = reply.encode().expect("encodes");
@@ -255,7 +296,7 @@ async fn garbage_payloads_get_a_refused_reply() {
     let garbage: Vec<Vec<u8>> = vec![
         Vec::new(),
         vec![0xff; 64],
-        vec![3, 0, 0],                     // no such variant
+        vec![4, 0, 0],                     // no such variant
         valid[..valid.len() - 1].to_vec(), // cut short
         vec![
             0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -279,6 +320,55 @@ async fn garbage_payloads_get_a_refused_reply() {
         RaftReply::decode(&answer),
         Ok(RaftReply::Vote(Ok(v))) if v.vote_granted
     ));
+}
+
+#[tokio::test]
+async fn garbage_proposals_are_refused_and_never_reach_the_raft() {
+    let mock = Mock::default();
+    let command = MapCommand::CreateFile {
+        name: "a/b".into(),
+        file_id: 9,
+        replicas: vec![1, 2],
+    };
+    let valid = RaftRpc::Propose(command).encode().expect("encodes");
+    assert_eq!(valid[0], 3, "Propose is the fourth request kind");
+    let mut wrong_tag = valid.clone();
+    wrong_tag[1] = 0x7f; // no such command
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![3],                           // a proposal of nothing
+        valid[..valid.len() - 1].to_vec(), // cut short
+        wrong_tag,
+        vec![
+            3, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ], // bad varint
+        vec![3, 2, 0x20, b'a'],            // a name longer than the payload
+        [valid.as_slice(), &[0]].concat(), // trailing bytes are ignored: a valid one
+    ];
+    let (last, garbage) = garbage.split_last().expect("cases");
+    for payload in garbage {
+        let answer = dispatch_with(&mock, payload).await;
+        match RaftReply::decode(&answer) {
+            Ok(RaftReply::Refused(why)) => assert!(why.contains("undecodable"), "{why}"),
+            other => panic!("{payload:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        mock.calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the raft"
+    );
+    // Valid ones do, and come back with the raft's answer.
+    for payload in [&valid, last] {
+        let answer = dispatch_with(&mock, payload).await;
+        assert!(
+            matches!(
+                RaftReply::decode(&answer),
+                Ok(RaftReply::Propose(Ok(MapResponse::Created(p)))) if p.file_id == 9
+            ),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 2);
 }
 
 #[test]
@@ -697,4 +787,64 @@ async fn a_lost_connection_is_dialled_again() {
         }
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_forwarded_proposal_shares_the_raft_connection() {
+    let mock = Mock::default();
+    let server = PeerServer::start(mock.clone(), 2, None).await;
+    let mut network = PeerNetwork::new(1, CLUSTER);
+    let node = BasicNode::new(&server.addr);
+    let mut client = network.new_client(2, &node).await;
+    client
+        .vote(vote_request(1), option(DEADLINE))
+        .await
+        .expect("answered");
+    let create = MapCommand::CreateFile {
+        name: "x".into(),
+        file_id: 5,
+        replicas: vec![2],
+    };
+    let answer = network
+        .propose(2, &server.addr, create, DEADLINE)
+        .await
+        .expect("committed");
+    assert!(
+        matches!(&answer, MapResponse::Created(p) if p.file_id == 5),
+        "{answer:?}"
+    );
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1, "one connection");
+
+    // A node that does not lead names the leader it knows.
+    let refusing = PeerServer::start(
+        Mock {
+            fail: true,
+            ..Mock::default()
+        },
+        3,
+        None,
+    )
+    .await;
+    let e = network
+        .propose(3, &refusing.addr, MapCommand::NodeDown { id: 1 }, DEADLINE)
+        .await
+        .expect_err("not the leader");
+    assert_eq!(
+        e,
+        ProposeError::NotLeader {
+            leader: Some(3),
+            addr: Some("127.0.0.1:7003".into())
+        }
+    );
+
+    // Nobody listening: the outcome is unknown, not a refusal.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gone = listener.local_addr().expect("addr").to_string();
+    drop(listener);
+    let e = network
+        .propose(4, &gone, MapCommand::NodeDown { id: 1 }, DEADLINE)
+        .await
+        .expect_err("nobody there");
+    assert!(matches!(e, ProposeError::Unreachable(_)), "{e:?}");
 }

@@ -54,6 +54,17 @@ async fn next(f: &mut Framed<TcpStream, ClientCodec>) -> ServerFrame {
         .expect("a valid frame")
 }
 
+/// Waits for the node's goodbye and checks its code and that its message says `why`.
+async fn expect_goodbye(f: &mut Framed<TcpStream, ClientCodec>, code: ErrorCode, why: &str) {
+    match next(f).await {
+        ServerFrame::Goodbye(e) => {
+            assert_eq!(e.code, code, "{}", e.message);
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+}
+
 /// Reads from a raw socket until the node closes it; returns what it sent.
 async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -497,13 +508,7 @@ async fn a_sender_stalled_mid_frame_is_closed() {
         .write_all(&[0, 0, 0, 100, 1, 2, 3])
         .await
         .expect("write");
-    match next(&mut f).await {
-        ServerFrame::Goodbye(e) => {
-            assert_eq!(e.code, ErrorCode::Timeout);
-            assert!(e.message.contains("stalled"), "{}", e.message);
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_goodbye(&mut f, ErrorCode::Timeout, "stalled").await;
     still_serves(&node).await;
     node.shutdown().await;
 }
@@ -534,13 +539,7 @@ async fn an_idle_session_is_closed_but_a_busy_one_is_not() {
     }
     // A silent one is told why and closed.
     let mut f = framed_client(&node).await;
-    match next(&mut f).await {
-        ServerFrame::Goodbye(e) => {
-            assert_eq!(e.code, ErrorCode::Timeout);
-            assert!(e.message.contains("idle"), "{}", e.message);
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_goodbye(&mut f, ErrorCode::Timeout, "idle").await;
     node.shutdown().await;
 }
 
@@ -575,9 +574,6 @@ async fn bodies_of_finished_requests_are_forgotten() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    match next(&mut f).await {
-        ServerFrame::Goodbye(e) => assert!(e.message.contains("idle"), "{}", e.message),
-        other => panic!("unexpected {other:?}"),
-    }
+    expect_goodbye(&mut f, ErrorCode::Timeout, "idle").await;
     node.shutdown().await;
 }

@@ -507,6 +507,8 @@ impl Engine {
         };
         let placement = match self.propose(command).await? {
             MapResponse::Created(p) => p,
+            // Our own create, applied by an attempt whose answer was lost and then retried.
+            MapResponse::AlreadyExists(p) if p.file_id == file_id => p,
             MapResponse::AlreadyExists(_) => return Err(EngineError::AlreadyExists(name.into())),
             other => return Err(EngineError::Internal(format!("create refused: {other:?}"))),
         };

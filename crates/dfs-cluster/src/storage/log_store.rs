@@ -73,6 +73,12 @@ struct Shared {
 }
 
 impl LogStore {
+    /// A watch on this open's directory lock, to learn when every store (this one, its
+    /// readers and the state machine) has been dropped.
+    pub fn release_watch(&self) -> super::StorageRelease {
+        super::StorageRelease(Arc::downgrade(&self.shared._lock))
+    }
+
     /// Opens or creates `dir/log.redb` (blocking) and checks its format.
     pub(super) fn open(dir: &Path, lock: Arc<DirLock>) -> Result<LogStore, StoreError> {
         let db = Database::builder()

@@ -83,6 +83,31 @@ struct DirLock {
     _file: File,
 }
 
+/// Tells when a storage directory's lock has been released: after the raft that used the
+/// stores has shut down *and* its background tasks have dropped them.
+#[derive(Debug, Clone)]
+pub struct StorageRelease(std::sync::Weak<DirLock>);
+
+impl StorageRelease {
+    /// Whether every store of the open is gone, so the directory can be opened again.
+    pub fn is_released(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+
+    /// Waits until [`is_released`](Self::is_released), for at most `timeout`; returns
+    /// whether it was released.
+    pub async fn wait(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_released() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, ClusterError> {
         let path = dir.join(LOCK_FILE);
