@@ -3,27 +3,20 @@
 //! forward proposals from followers to the leader, survive the leader's loss, take the old
 //! leader back from its storage, and refuse writes once only a minority is left.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dfs_cluster::{
-    ClusterError, ClusterMap, MapCommand, MapResponse, MapRole, PROPOSE_TIMEOUT, Raft, serve_peer,
-};
-use dfs_proto::{
-    ClientFrame, ErrorCode, MAGIC, PROTOCOL_VERSION, Role, ServerCodec, ServerFrame, Welcome,
-    WireError,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use dfs_cluster::{ClusterError, ClusterMap, MapCommand, MapResponse, MapRole, PROPOSE_TIMEOUT};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
 const CLUSTER: u64 = 0xd5f5_0003;
 /// Bound on every wait of these tests; far above what a slow machine needs.
 const DEADLINE: Duration = Duration::from_secs(30);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One running node: its map and the listener serving its peers.
 struct TestNode {
@@ -44,7 +37,12 @@ impl TestNode {
         let map = ClusterMap::open(id, members, CLUSTER, dir)
             .await
             .expect("the map opens");
-        let accept = tokio::spawn(accept_peers(listener, map.raft().clone(), id));
+        let accept = tokio::spawn(common::accept_peers(
+            listener,
+            map.raft().clone(),
+            id,
+            CLUSTER,
+        ));
         TestNode { id, map, accept }
     }
 
@@ -63,45 +61,6 @@ impl TestNode {
     fn role(&self) -> MapRole {
         self.map.status().role
     }
-}
-
-/// The node's side of the handshake, as dfs-node does it: a `Role::Peer` hello of our
-/// cluster gets a `Welcome`, then the connection is the raft's. Aborting this task drops
-/// the connection tasks with it.
-async fn accept_peers(listener: TcpListener, raft: Raft, id: u64) {
-    let mut connections = JoinSet::new();
-    while let Ok((socket, _)) = listener.accept().await {
-        while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(socket, raft.clone(), id));
-    }
-}
-
-async fn serve_connection(socket: TcpStream, raft: Raft, id: u64) {
-    let _ = socket.set_nodelay(true);
-    let (read_half, write_half) = socket.into_split();
-    let mut reader = FramedRead::new(read_half, ServerCodec::new());
-    let mut writer = FramedWrite::new(write_half, ServerCodec::new());
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
-        Ok(Some(Ok(ClientFrame::Hello(h)))) => h,
-        _ => return,
-    };
-    let ok = hello.magic == MAGIC
-        && hello.version == PROTOCOL_VERSION
-        && matches!(hello.role, Role::Peer { cluster_id, .. } if cluster_id == CLUSTER);
-    if !ok {
-        let bye = WireError::new(ErrorCode::ProtocolMismatch, "not a peer of this cluster");
-        let _ = writer.send(ServerFrame::Goodbye(bye)).await;
-        return;
-    }
-    let welcome = ServerFrame::Welcome(Welcome {
-        node_id: id,
-        cluster_id: CLUSTER,
-        version: PROTOCOL_VERSION,
-    });
-    if writer.send(welcome).await.is_err() {
-        return;
-    }
-    serve_peer(raft, reader, writer).await;
 }
 
 /// Binds `addr` again (the old listener of a stopped node may take a moment to close).

@@ -5,27 +5,22 @@
 //! Also: a node that joins after the log was compacted catches up by a snapshot sent in
 //! chunks over the same transport.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dfs_cluster::{
     ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, Raft, RaftReply, dispatch,
-    open_storage, raft_config, serve_peer,
+    open_storage, raft_config,
 };
-use dfs_proto::{
-    ClientFrame, ErrorCode, MAGIC, PROTOCOL_VERSION, Role, ServerCodec, ServerFrame, Welcome,
-    WireError,
-};
-use futures::{SinkExt, StreamExt};
 use openraft::{BasicNode, ServerState};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 const CLUSTER: u64 = 0xd5f5_0001;
 /// Bound on every wait of these tests; far above what a slow machine needs.
 const DEADLINE: Duration = Duration::from_secs(30);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One node: its raft, a reader of its map, and the listener serving its peers.
 struct TestNode {
@@ -48,7 +43,7 @@ impl TestNode {
         let raft = Raft::new(id, config, PeerNetwork::new(id, CLUSTER), log, sm)
             .await
             .expect("raft starts");
-        let accept = tokio::spawn(accept_peers(listener, raft.clone(), id));
+        let accept = tokio::spawn(common::accept_peers(listener, raft.clone(), id, CLUSTER));
         TestNode {
             id,
             addr,
@@ -72,45 +67,6 @@ impl TestNode {
     fn state(&self) -> ClusterState {
         self.map.read(|s| s.clone())
     }
-}
-
-/// The node's side of the handshake, as dfs-node does it: a `Role::Peer` hello of our
-/// cluster gets a `Welcome`, then the connection is the raft's. Aborting this task drops
-/// the connection tasks with it.
-async fn accept_peers(listener: TcpListener, raft: Raft, id: u64) {
-    let mut connections = JoinSet::new();
-    while let Ok((socket, _)) = listener.accept().await {
-        while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(socket, raft.clone(), id));
-    }
-}
-
-async fn serve_connection(socket: TcpStream, raft: Raft, id: u64) {
-    let _ = socket.set_nodelay(true);
-    let (read_half, write_half) = socket.into_split();
-    let mut reader = FramedRead::new(read_half, ServerCodec::new());
-    let mut writer = FramedWrite::new(write_half, ServerCodec::new());
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
-        Ok(Some(Ok(ClientFrame::Hello(h)))) => h,
-        _ => return,
-    };
-    let ok = hello.magic == MAGIC
-        && hello.version == PROTOCOL_VERSION
-        && matches!(hello.role, Role::Peer { cluster_id, .. } if cluster_id == CLUSTER);
-    if !ok {
-        let bye = WireError::new(ErrorCode::ProtocolMismatch, "not a peer of this cluster");
-        let _ = writer.send(ServerFrame::Goodbye(bye)).await;
-        return;
-    }
-    let welcome = ServerFrame::Welcome(Welcome {
-        node_id: id,
-        cluster_id: CLUSTER,
-        version: PROTOCOL_VERSION,
-    });
-    if writer.send(welcome).await.is_err() {
-        return;
-    }
-    serve_peer(raft, reader, writer).await;
 }
 
 /// Waits until `done` holds, polling; fails the test after [`DEADLINE`].
