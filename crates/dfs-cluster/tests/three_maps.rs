@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{DEADLINE, wait_until};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +17,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const CLUSTER: u64 = 0xd5f5_0003;
-/// Bound on every wait of these tests; far above what a slow machine needs.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One running node: its map and the listener serving its peers.
 struct TestNode {
@@ -74,15 +74,6 @@ async fn rebind(addr: &str) -> TcpListener {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    }
-}
-
-/// Waits until `done` holds, polling; fails the test after [`DEADLINE`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{DEADLINE, wait_until};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,8 +21,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 const CLUSTER: u64 = 0xd5f5_0001;
-/// Bound on every wait of these tests; far above what a slow machine needs.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One node: its raft, a reader of its map, and the listener serving its peers.
 struct TestNode {
@@ -66,15 +66,6 @@ impl TestNode {
 
     fn state(&self) -> ClusterState {
         self.map.read(|s| s.clone())
-    }
-}
-
-/// Waits until `done` holds, polling; fails the test after [`DEADLINE`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = tokio::time::Instant::now();
-    while !done() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

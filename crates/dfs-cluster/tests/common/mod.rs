@@ -13,6 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+/// Bound on every wait of these tests; far above what a slow machine needs.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
 /// Time a connecting peer has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,4 +56,13 @@ async fn serve_connection(socket: TcpStream, raft: Raft, id: u64, cluster: u64) 
         return;
     }
     serve_peer(raft, reader, writer).await;
+}
+
+/// Waits until `done` holds, polling; fails the test after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
