@@ -1,4 +1,5 @@
-//! `dfs-server`: runs one dfs node (or, with `dev`, a ready-made one for a newcomer).
+//! `dfs-server`: runs one dfs node (or, with `dev`, a ready-made three-node cluster for a
+//! newcomer).
 //!
 //! Parses flags, sets up logging, and hands over to [`dfs::node::Node`].
 
@@ -25,14 +26,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a development node on 127.0.0.1:6000 with data in ./dfs-data.
+    /// Start a development cluster of three nodes in this process, on 127.0.0.1:6000,
+    /// 7000 and 8000, with data in ./dfs-data/node-1, node-2 and node-3.
     Dev {
         /// Where to keep the data.
         #[arg(long, default_value = "./dfs-data")]
         data_dir: PathBuf,
-        /// The port to serve on.
+        /// The first node's port; the others serve 1000 and 2000 above it.
         #[arg(long, default_value_t = 6000)]
         port: u16,
+        /// Replicas per new file.
+        #[arg(long, default_value_t = 2)]
+        replication_factor: usize,
     },
 }
 
@@ -73,27 +78,76 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match cli.command {
-        Some(Command::Dev { data_dir, port }) => {
-            println!(
-                "dfs dev node: 127.0.0.1:{port}, data in {}. In another terminal: dfs-client status",
-                data_dir.display()
-            );
-            NodeConfig::single(data_dir, &format!("127.0.0.1:{port}"))
-        }
-        None => run_config(cli.run)?,
+    let configs = match cli.command {
+        Some(Command::Dev {
+            data_dir,
+            port,
+            replication_factor,
+        }) => dev_configs(&data_dir, port, replication_factor)?,
+        None => vec![run_config(cli.run)?],
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let node = Node::start(config).await?;
+        // Every node must be serving its peers before any can finish joining: start them
+        // together.
+        let started = futures::future::join_all(configs.into_iter().map(Node::start)).await;
+        let mut nodes = Vec::new();
+        let mut failed = None;
+        for node in started {
+            match node {
+                Ok(node) => nodes.push(node),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            for node in nodes {
+                node.shutdown().await;
+            }
+            return Err(e.into());
+        }
+        if nodes.len() > 1 {
+            let addrs: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
+            println!(
+                "dfs dev cluster: {} nodes on {}. In another terminal: dfs-client status",
+                nodes.len(),
+                addrs.join(", ")
+            );
+        }
         wait_for_signal().await?;
         tracing::info!("signal received, shutting down");
-        node.shutdown().await;
+        futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
         Ok(())
     })
+}
+
+/// The three nodes of `dfs-server dev`: ports `port`, `port + 1000`, `port + 2000`.
+fn dev_configs(
+    data_dir: &std::path::Path,
+    port: u16,
+    replication_factor: usize,
+) -> anyhow::Result<Vec<NodeConfig>> {
+    let ports: Vec<u16> = (0..3u16)
+        .map(|i| port.checked_add(i * 1000))
+        .collect::<Option<_>>()
+        .context("--port leaves no room for three nodes 1000 apart")?;
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members = parse_cluster(&cluster)?;
+    Ok((1..=3u64)
+        .map(|id| {
+            let mut config =
+                NodeConfig::new(id, members.clone(), data_dir.join(format!("node-{id}")));
+            config.replication_factor = Some(replication_factor);
+            config
+        })
+        .collect())
 }
 
 fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {

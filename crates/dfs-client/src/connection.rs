@@ -37,6 +37,15 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects, says hello, and starts the reader and writer tasks.
     pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+        Self::open_as(addr, Role::Client, timeout).await
+    }
+
+    /// [`open`](Self::open) with the hello of `role`.
+    pub(crate) async fn open_as(
+        addr: &str,
+        role: Role,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, ClientError> {
         let unavailable = |why: String| ClientError::Unavailable(format!("{addr}: {why}"));
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -47,7 +56,7 @@ impl Connection {
             .map_err(|e| unavailable(e.to_string()))?;
         let mut framed = Framed::new(stream, ClientCodec::new());
         framed
-            .send(ClientFrame::Hello(Hello::new(Role::Client)))
+            .send(ClientFrame::Hello(Hello::new(role)))
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let welcome = tokio::time::timeout(timeout, framed.next())
@@ -178,5 +187,47 @@ pub(crate) fn from_wire(e: WireError) -> ClientError {
         ClientError::Timeout(e.message)
     } else {
         ClientError::from(e)
+    }
+}
+
+/// A raw multiplexed connection to one node: requests and chunks go out as frames, and each
+/// request's frames come back on its own channel. What a node uses to forward its clients'
+/// requests to the node that serves them; programs use [`Client`](crate::Client).
+#[derive(Clone)]
+pub struct RawConnection(Arc<Connection>);
+
+impl std::fmt::Debug for RawConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConnection")
+            .field("addr", &self.0.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawConnection {
+    /// Connects to `addr` and says hello as `role`, waiting at most `timeout`.
+    pub async fn open(addr: &str, role: Role, timeout: Duration) -> Result<Self, ClientError> {
+        Connection::open_as(addr, role, timeout).await.map(Self)
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// A new request id and the channel on which the frames answering it arrive (the
+    /// channel closes if the connection is lost).
+    pub fn register(&self) -> (u64, mpsc::Receiver<ServerFrame>) {
+        self.0.register()
+    }
+
+    /// Forgets a request id (frames still coming for it are dropped).
+    pub fn forget(&self, id: u64) {
+        self.0.forget(id)
+    }
+
+    /// Queues a frame for the node, waiting while the queue is full.
+    pub async fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
+        self.0.send(frame).await
     }
 }

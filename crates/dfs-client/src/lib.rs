@@ -32,6 +32,7 @@ mod connection;
 mod error;
 
 pub use client::{Client, ClientConfig, ReadStream};
+pub use connection::RawConnection;
 pub use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, NodeRole, NodeStatus, TableEntry, WriteAck,
 };

@@ -42,11 +42,11 @@ pub use map::{
     ClusterMap, MapRole, MapStatus, PROPOSE_TIMEOUT, STARTUP_TIMEOUT, STORAGE_RELEASE_TIMEOUT,
 };
 pub use network::{
-    PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
+    DataCallError, PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };
 pub use peer::{
     PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT, PROPOSE_SERVE_TIMEOUT,
-    ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
+    DataHandler, DataSlot, PeerService, ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
 };
 pub use state::{ClusterState, MapCommand, MapResponse, NodeInfo};
 pub use storage::{

@@ -11,6 +11,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
+use crate::peer::RaftService;
 use crate::{
     ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, ProposeError,
     Raft, StorageRelease, open_storage, raft_config,
@@ -280,28 +281,82 @@ impl ClusterMap {
         self.reader.read(|s| s.files.get(name).cloned())
     }
 
-    /// Where `name` lives, with every change committed before the call visible: on the
-    /// leader, confirms with a quorum that it still leads (openraft's read index) and
-    /// waits until this node has applied that far, then reads the local map.
-    ///
-    /// On a node that does not lead this fails with [`ClusterError::NotLeader`] (naming
-    /// the leader): forwarding linearizable reads is not built yet. A leader that cannot
-    /// reach a quorum fails with [`ClusterError::Timeout`] after [`PROPOSE_TIMEOUT`] (or
-    /// with an error as soon as it learns it was deposed).
+    /// Where `name` lives, with every change committed before the call visible (see
+    /// [`catch_up`](Self::catch_up)).
     pub async fn linearizable_lookup(&self, name: &str) -> Result<Option<Placement>, ClusterError> {
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(self.lookup(name)),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(ClusterError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None => Err(ClusterError::Raft(e.to_string())),
-            },
-            Err(_) => Err(ClusterError::Timeout {
+        self.catch_up().await?;
+        Ok(self.lookup(name))
+    }
+
+    /// On the leader: confirms with a quorum that this node still leads (openraft's read
+    /// index) and returns the index of the last committed entry, applied here by then.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotLeader`] (naming the leader) on another node;
+    /// [`ClusterError::Timeout`] if no quorum confirms within [`PROPOSE_TIMEOUT`].
+    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+        match RaftService::read_index(&self.raft).await {
+            Ok(index) => Ok(index),
+            Err(ProposeError::NotLeader { leader, .. }) => Err(ClusterError::NotLeader { leader }),
+            Err(e) => Err(ClusterError::Timeout {
                 waited: PROPOSE_TIMEOUT,
-                last: "the leader could not confirm its leadership with a quorum".into(),
+                last: e.to_string(),
             }),
         }
+    }
+
+    /// Waits until this node has applied every change committed before the call: gets a
+    /// read index from the leader (itself, or over the peer connection to it) and waits
+    /// until this node has applied that far. Afterwards [`lookup`](Self::lookup) and
+    /// [`read`](Self::read) see every change committed before `catch_up` was called.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Timeout`] if no leader answers within [`PROPOSE_TIMEOUT`].
+    pub async fn catch_up(&self) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let deadline = started + PROPOSE_TIMEOUT;
+        let mut pause = PROPOSE_BACKOFF_MIN;
+        loop {
+            let ttl = deadline.saturating_duration_since(Instant::now());
+            let why = match self.status().leader {
+                Some(leader) if leader == self.node_id => match self.read_index().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => e.to_string(),
+                },
+                Some(leader) => match self.member_addr(leader) {
+                    Some(addr) => match self.network.read_index(leader, &addr, ttl).await {
+                        Ok(index) => return self.wait_applied(index, deadline).await,
+                        Err(e) => e.to_string(),
+                    },
+                    None => format!("no address for leader {leader}"),
+                },
+                None => "no leader is known".to_owned(),
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(ClusterError::Timeout {
+                    waited: started.elapsed(),
+                    last: why,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PROPOSE_BACKOFF_MAX);
+        }
+    }
+
+    /// Waits until this node has applied the log up to `index`, at most until `deadline`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        self.raft
+            .wait(Some(deadline.saturating_duration_since(started)))
+            .applied_index_at_least(Some(index), "caught up with the leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Timeout {
+                waited: started.elapsed(),
+                last: format!("entry {index} not applied here: {e}"),
+            })
     }
 
     /// Reads the applied map.
@@ -368,7 +423,14 @@ impl ClusterMap {
                                 .forward(leader, addr, &command, deadline, &mut uncertain)
                                 .await;
                             match forwarded {
-                                Ok(response) => return Ok((response, uncertain)),
+                                Ok(response) => {
+                                    // Read-your-writes: the change is visible here too when
+                                    // this returns.
+                                    if let Err(e) = self.catch_up().await {
+                                        tracing::warn!(error = %e, "a committed change is not applied here yet");
+                                    }
+                                    return Ok((response, uncertain));
+                                }
                                 Err(why) => why,
                             }
                         }

@@ -140,6 +140,56 @@ impl PeerNetwork {
     }
 }
 
+impl PeerNetwork {
+    /// Asks node `target` at `addr` for a read index ([`RaftRpc::ReadIndex`]), waiting at
+    /// most `ttl`.
+    pub async fn read_index(
+        &self,
+        target: u64,
+        addr: &str,
+        ttl: Duration,
+    ) -> Result<u64, ProposeError> {
+        let link = self.link(target, addr);
+        match link.call(&RaftRpc::ReadIndex, ttl).await {
+            Ok(RaftReply::ReadIndex(result)) => result,
+            Ok(other) => Err(ProposeError::Unreachable(format!(
+                "node {target} answered a read index request with {}",
+                reply_kind(&other)
+            ))),
+            Err(e) => Err(ProposeError::Unreachable(format!("node {target}: {e}"))),
+        }
+    }
+
+    /// Sends a data-layer request ([`RaftRpc::Data`]) to node `target` at `addr` and waits
+    /// at most `ttl` for its answer. An error leaves the outcome unknown.
+    pub async fn call_data(
+        &self,
+        target: u64,
+        addr: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, DataCallError> {
+        let link = self.link(target, addr);
+        match link.call(&RaftRpc::Data(payload), ttl).await {
+            Ok(RaftReply::Data(answer)) => Ok(answer),
+            Ok(RaftReply::Refused(why)) => Err(DataCallError(format!(
+                "node {target} refused the request: {why}"
+            ))),
+            Ok(other) => Err(DataCallError(format!(
+                "node {target} answered a data request with {}",
+                reply_kind(&other)
+            ))),
+            Err(e) => Err(DataCallError(format!("node {target}: {e}"))),
+        }
+    }
+}
+
+/// A data-layer request ([`PeerNetwork::call_data`]) that got no answer: the peer could not
+/// be reached, did not answer in time or refused it. Its outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DataCallError(pub String);
+
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
@@ -202,6 +252,8 @@ fn reply_kind(reply: &RaftReply) -> &'static str {
         RaftReply::InstallSnapshot(_) => "install_snapshot",
         RaftReply::Refused(_) => "refused",
         RaftReply::Propose(_) => "propose",
+        RaftReply::ReadIndex(_) => "read_index",
+        RaftReply::Data(_) => "data",
     }
 }
 

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use dfs_proto::{
     ClientFrame, ErrorCode, PEER_PAYLOAD_BYTES_MAX, PeerMessage, ProtoError, ServerFrame, WireError,
 };
+use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -70,6 +71,13 @@ pub enum RaftRpc {
     /// A map change forwarded by a node that does not lead the group: the receiver commits
     /// it through its raft if it leads, and answers [`ProposeError::NotLeader`] otherwise.
     Propose(MapCommand),
+    /// A follower asks the leader for a read index: the leader confirms with a quorum that
+    /// it still leads and answers the index of its last committed entry. A follower that
+    /// has applied that far has seen every change committed before it asked.
+    ReadIndex,
+    /// A message of the data layer (replication of file contents, leases), opaque here:
+    /// handed to the node's [`DataHandler`].
+    Data(Vec<u8>),
 }
 
 impl RaftRpc {
@@ -90,6 +98,8 @@ impl RaftRpc {
             RaftRpc::Vote(_) => "vote",
             RaftRpc::InstallSnapshot(_) => "install_snapshot",
             RaftRpc::Propose(_) => "propose",
+            RaftRpc::ReadIndex => "read_index",
+            RaftRpc::Data(_) => "data",
         }
     }
 }
@@ -109,6 +119,11 @@ pub enum RaftReply {
     /// The answer to [`RaftRpc::Propose`]: how the command applied, or why it was not
     /// committed.
     Propose(Result<MapResponse, ProposeError>),
+    /// The answer to [`RaftRpc::ReadIndex`]: the index to have applied, or why the node
+    /// cannot give one.
+    ReadIndex(Result<u64, ProposeError>),
+    /// The answer to [`RaftRpc::Data`], opaque here.
+    Data(Vec<u8>),
 }
 
 /// Why a proposal forwarded to another node ([`RaftRpc::Propose`]) did not come back
@@ -171,6 +186,116 @@ pub(crate) trait RaftService: Clone + Send + Sync + 'static {
         &self,
         command: MapCommand,
     ) -> impl Future<Output = Result<MapResponse, ProposeError>> + Send;
+
+    /// Answers a [`RaftRpc::ReadIndex`]; by default, as a node that leads nothing.
+    fn read_index(&self) -> impl Future<Output = Result<u64, ProposeError>> + Send {
+        async {
+            Err(ProposeError::NotLeader {
+                leader: None,
+                addr: None,
+            })
+        }
+    }
+
+    /// Answers a [`RaftRpc::Data`]; by default, refuses it.
+    fn data(&self, payload: Vec<u8>) -> impl Future<Output = RaftReply> + Send {
+        async move {
+            RaftReply::Refused(format!(
+                "no data layer serves this node ({} bytes refused)",
+                payload.len()
+            ))
+        }
+    }
+}
+
+/// The data layer's side of peer connections: answers [`RaftRpc::Data`] payloads.
+pub trait DataHandler: Send + Sync + 'static {
+    /// Handles one request payload and returns the answer payload. Any bytes may be given.
+    fn handle(&self, payload: Vec<u8>) -> BoxFuture<'_, Vec<u8>>;
+}
+
+/// Where a node's [`DataHandler`] goes once it exists: peer connections are served (for the
+/// map's consensus) before the data layer has started; until it is set, data requests are
+/// refused.
+#[derive(Clone, Default)]
+pub struct DataSlot(Arc<std::sync::OnceLock<Arc<dyn DataHandler>>>);
+
+impl DataSlot {
+    /// Installs the handler (only the first call has an effect).
+    pub fn set(&self, handler: Arc<dyn DataHandler>) {
+        let _ = self.0.set(handler);
+    }
+}
+
+impl std::fmt::Debug for DataSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSlot")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+/// What a node serves on its peer connections: its raft, and its data layer once set.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+    data: DataSlot,
+}
+
+impl std::fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerService")
+            .field("data", &self.data)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerService {
+    /// Serves `raft`, and data requests through `data` once a handler is set in it.
+    pub fn new(raft: Raft, data: DataSlot) -> Self {
+        Self { raft, data }
+    }
+}
+
+impl From<Raft> for PeerService {
+    fn from(raft: Raft) -> Self {
+        Self::new(raft, DataSlot::default())
+    }
+}
+
+impl RaftService for PeerService {
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.raft.append_entries(rpc).await
+    }
+
+    async fn vote(&self, rpc: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
+        self.raft.vote(rpc).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.raft.install_snapshot(rpc).await
+    }
+
+    async fn propose(&self, command: MapCommand) -> Result<MapResponse, ProposeError> {
+        RaftService::propose(&self.raft, command).await
+    }
+
+    async fn read_index(&self) -> Result<u64, ProposeError> {
+        RaftService::read_index(&self.raft).await
+    }
+
+    async fn data(&self, payload: Vec<u8>) -> RaftReply {
+        match self.data.0.get() {
+            Some(handler) => RaftReply::Data(handler.handle(payload).await),
+            None => RaftReply::Refused("the node's data layer is still starting".into()),
+        }
+    }
 }
 
 impl RaftService for Raft {
@@ -207,6 +332,22 @@ impl RaftService for Raft {
             ))),
         }
     }
+
+    async fn read_index(&self) -> Result<u64, ProposeError> {
+        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, self.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+                }),
+                None => Err(ProposeError::Failed(e.to_string())),
+            },
+            Err(_) => Err(ProposeError::Failed(format!(
+                "leadership not confirmed within {PROPOSE_SERVE_TIMEOUT:?}"
+            ))),
+        }
+    }
 }
 
 /// Handles one encoded [`RaftRpc`] with the local raft and returns the encoded
@@ -226,6 +367,8 @@ pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -
             RaftReply::InstallSnapshot(service.install_snapshot(rpc).await)
         }
         Ok(RaftRpc::Propose(command)) => RaftReply::Propose(service.propose(command).await),
+        Ok(RaftRpc::ReadIndex) => RaftReply::ReadIndex(service.read_index().await),
+        Ok(RaftRpc::Data(payload)) => service.data(payload).await,
         Err(e) => {
             tracing::warn!(len = payload.len(), error = %e, "undecodable raft request");
             RaftReply::Refused(format!(
@@ -257,7 +400,7 @@ fn encode_reply(reply: &RaftReply) -> Bytes {
 
 /// Serves a peer connection whose `Role::Peer` hello the node has accepted (and answered
 /// with `Welcome`): reads [`ClientFrame::Peer`] requests, handles up to
-/// [`PEER_RPCS_IN_FLIGHT_MAX`] at once with `raft`, and writes each answer as a
+/// [`PEER_RPCS_IN_FLIGHT_MAX`] at once with `service` (a [`Raft`] or a [`PeerService`]), and writes each answer as a
 /// [`ServerFrame::Peer`] with the request's id.
 ///
 /// Any other frame, an undecodable frame or [`PEER_IDLE_TIMEOUT`] of silence ends the
@@ -266,13 +409,13 @@ fn encode_reply(reply: &RaftReply) -> Bytes {
 ///
 /// Works on any frame stream and sink, such as the `FramedRead` / `FramedWrite` halves of a
 /// socket with `dfs_proto::ServerCodec`.
-pub async fn serve_peer<R, W>(raft: Raft, reader: R, writer: W)
+pub async fn serve_peer<R, W>(service: impl Into<PeerService>, reader: R, writer: W)
 where
     R: Stream<Item = Result<ClientFrame, ProtoError>> + Unpin,
     W: Sink<ServerFrame> + Unpin,
     W::Error: std::fmt::Display,
 {
-    serve_with(raft, reader, writer).await;
+    serve_with(service.into(), reader, writer).await;
 }
 
 pub(crate) async fn serve_with<S, R, W>(service: S, mut reader: R, writer: W)

@@ -41,7 +41,10 @@ pub enum MapCommand {
         /// Its new incarnation (must be greater than the one recorded).
         incarnation: u64,
     },
-    /// A node is declared down.
+    /// A node is declared down: it is marked down and removed from the replicas of every
+    /// file it shares with another replica (the epoch of each such file is bumped, and the
+    /// next replica becomes its primary). A file whose only replica it is keeps it: that
+    /// file is unavailable until the node returns.
     NodeDown {
         /// The node.
         id: NodeId,
@@ -129,6 +132,23 @@ impl ClusterState {
             MapCommand::NodeDown { id } => match self.nodes.get_mut(id) {
                 Some(node) => {
                     node.up = false;
+                    let changed: Vec<(String, Placement)> = self
+                        .files
+                        .iter()
+                        .filter(|(_, p)| p.holds(*id) && p.replicas.len() > 1)
+                        .map(|(name, p)| {
+                            let replicas = p.replicas.iter().copied().filter(|r| r != id);
+                            let placement = Placement {
+                                file_id: p.file_id,
+                                replicas: replicas.collect(),
+                                epoch: p.epoch + 1,
+                            };
+                            (name.to_owned(), placement)
+                        })
+                        .collect();
+                    for (name, placement) in changed {
+                        self.files.replace(name, placement);
+                    }
                     MapResponse::Done
                 }
                 None => MapResponse::NotFound,
@@ -182,12 +202,8 @@ impl ClusterState {
                     replicas: replicas.clone(),
                     epoch: current.epoch + 1,
                 };
-                // Remove then insert: the table refuses to overwrite silently.
-                let _ = self.files.remove(name);
-                match self.files.insert(name.clone(), updated.clone()) {
-                    Ok(()) => MapResponse::Updated(updated),
-                    Err(e) => MapResponse::Rejected(e.to_string()),
-                }
+                self.files.replace(name.clone(), updated.clone());
+                MapResponse::Updated(updated)
             }
         }
     }
@@ -261,6 +277,21 @@ mod test {
             s.apply(&MapCommand::NodeDown { id: 9 }),
             MapResponse::NotFound
         );
+    }
+
+    #[test]
+    fn a_node_down_leaves_the_replica_sets_it_shares() {
+        let mut s = three();
+        s.apply(&create("shared", 1, &[1, 2]));
+        s.apply(&create("second", 2, &[2, 1]));
+        s.apply(&create("alone", 3, &[1]));
+        s.apply(&create("other", 4, &[2, 3]));
+        assert_eq!(s.apply(&MapCommand::NodeDown { id: 1 }), MapResponse::Done);
+        let at = |name: &str| s.files.get(name).map(|p| (p.replicas.clone(), p.epoch));
+        assert_eq!(at("shared"), Some((vec![2], 2)), "node 2 is the primary now");
+        assert_eq!(at("second"), Some((vec![2], 2)));
+        assert_eq!(at("alone"), Some((vec![1], 1)), "its only replica stays");
+        assert_eq!(at("other"), Some((vec![2, 3], 1)), "untouched");
     }
 
     #[test]

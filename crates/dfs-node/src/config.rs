@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dfs_replication::{BODY_CHUNK_TIMEOUT, Member};
+use dfs_replication::{BODY_CHUNK_TIMEOUT, Member, Timing};
 
 use crate::NodeError;
 
@@ -27,6 +27,8 @@ pub struct Limits {
     pub body_chunk_timeout: Duration,
     /// At shutdown, time given to requests in progress.
     pub shutdown_grace: Duration,
+    /// How long a node waits to connect to another when forwarding a request to it.
+    pub forward_connect_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             body_chunk_timeout: BODY_CHUNK_TIMEOUT,
             shutdown_grace: Duration::from_secs(5),
+            forward_connect_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct NodeConfig {
     pub fsync: bool,
     /// The resource bounds.
     pub limits: Limits,
+    /// Leases, failure detection and repair.
+    pub timing: Timing,
 }
 
 impl NodeConfig {
@@ -72,6 +77,7 @@ impl NodeConfig {
             replication_factor: None,
             fsync: true,
             limits: Limits::default(),
+            timing: Timing::default(),
         }
     }
 
@@ -102,13 +108,6 @@ impl NodeConfig {
             .ok_or_else(|| {
                 NodeError::Config(format!("--id {} is not in the --cluster list", self.id))
             })?;
-        if self.members.len() > 1 {
-            return Err(NodeError::Config(format!(
-                "this version runs a one-member cluster; {} members were given \
-                 (replication across nodes is not implemented yet)",
-                self.members.len()
-            )));
-        }
         let r = self.effective_replication_factor();
         if r == 0 || r > self.members.len() {
             return Err(NodeError::Config(format!(

@@ -9,7 +9,8 @@ use dfs_proto::{
     CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
     ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
 };
-use dfs_replication::{BodyStream, BodyTx, EngineError, WriteMode};
+use dfs_cluster::PeerService;
+use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, WriteMode};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -17,6 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::forward::forward;
 use crate::server::Context;
 
 /// Frames queued for one connection's socket.
@@ -84,9 +86,11 @@ pub(crate) async fn serve_connection(
         );
         return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
     }
-    match hello.role {
-        Role::Client => {}
-        Role::Peer { cluster_id, .. } if cluster_id != ctx.cluster_id => {
+    let forwarded = match hello.role {
+        Role::Client => false,
+        Role::Peer { cluster_id, .. } | Role::Forwarder { cluster_id, .. }
+            if cluster_id != ctx.cluster_id =>
+        {
             let msg = format!(
                 "this node belongs to cluster {:016x}, not {cluster_id:016x}",
                 ctx.cluster_id
@@ -94,34 +98,65 @@ pub(crate) async fn serve_connection(
             return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
         }
         Role::Peer { node_id, .. } => {
-            let welcome = ServerFrame::Welcome(Welcome {
-                node_id: ctx.node_id,
-                cluster_id: ctx.cluster_id,
-                version: PROTOCOL_VERSION,
-            });
-            if send_with_timeout(&mut conn, &ctx, welcome).await.is_ok() {
+            if send_with_timeout(&mut conn, &ctx, welcome(&ctx)).await.is_ok() {
                 tracing::debug!(peer = node_id, "peer connected");
-                // The cluster map's consensus traffic; it ends when the peer leaves.
-                let raft = ctx.engine.map().raft().clone();
+                // The map's consensus and the data layer's traffic; ends when the peer leaves.
+                let service = PeerService::new(ctx.raft.clone(), ctx.data.clone());
                 tokio::select! {
                     _ = shutdown.changed() => {}
-                    _ = dfs_cluster::serve_peer(raft, reader, conn) => {}
+                    _ = dfs_cluster::serve_peer(service, reader, conn) => {}
                 }
             }
             return;
         }
+        Role::Forwarder { .. } => true,
+    };
+    // A client session begins once the node has joined its cluster.
+    let mut ready = ctx.engine.clone();
+    let wait = async {
+        match ready.wait_for(Option::is_some).await {
+            Ok(engine) => engine.as_ref().cloned(),
+            Err(_) => None,
+        }
+    };
+    let engine = tokio::select! {
+        _ = shutdown.changed() => return,
+        engine = tokio::time::timeout(STARTING_WAIT_MAX, wait) => engine.ok().flatten(),
+    };
+    let Some(engine) = engine else {
+        let msg = "the node is still joining its cluster; try again".to_owned();
+        return goodbye(&mut conn, &ctx, ErrorCode::Unavailable, msg).await;
+    };
+    if send_with_timeout(&mut conn, &ctx, welcome(&ctx)).await.is_err() {
+        return;
     }
-    let welcome = ServerFrame::Welcome(Welcome {
+    tracing::debug!(forwarded, "client connected");
+    let session = Session {
+        ctx,
+        engine,
+        forwarded,
+    };
+    serve_client(reader, conn, Arc::new(session), shutdown).await;
+    tracing::debug!("client disconnected");
+}
+
+/// How long a client's hello waits for a starting node to join its cluster.
+const STARTING_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn welcome(ctx: &Context) -> ServerFrame {
+    ServerFrame::Welcome(Welcome {
         node_id: ctx.node_id,
         cluster_id: ctx.cluster_id,
         version: PROTOCOL_VERSION,
-    });
-    if send_with_timeout(&mut conn, &ctx, welcome).await.is_err() {
-        return;
-    }
-    tracing::debug!("client connected");
-    serve_client(reader, conn, ctx, shutdown).await;
-    tracing::debug!("client disconnected");
+    })
+}
+
+/// What a client session's requests share.
+struct Session {
+    ctx: Arc<Context>,
+    engine: Arc<Engine>,
+    /// Requests forwarded by another node: served here or refused, never forwarded on.
+    forwarded: bool,
 }
 
 /// Reads frames and dispatches requests until the client leaves, errs, idles or the node
@@ -129,9 +164,10 @@ pub(crate) async fn serve_connection(
 async fn serve_client(
     mut stream: Reader,
     mut sink: Writer,
-    ctx: Arc<Context>,
+    session: Arc<Session>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ctx = session.ctx.clone();
     let (out, mut out_rx) = mpsc::channel::<ServerFrame>(OUTBOUND_FRAMES_MAX);
     let write_timeout = ctx.limits.write_timeout;
     let writer = tokio::spawn(async move {
@@ -248,9 +284,9 @@ async fn serve_client(
                     Some(b) => Some(BodyStream::from_bytes(b.data.clone())),
                     None => None,
                 };
-                let (ctx2, out2) = (ctx.clone(), out.clone());
+                let (session, out2) = (session.clone(), out.clone());
                 ctx.tracker.spawn(async move {
-                    handle_request(&ctx2, req, body, &out2).await;
+                    handle_request(&session, req, body, &out2).await;
                     drop(permit);
                 });
             }
@@ -288,13 +324,34 @@ async fn serve_client(
 }
 
 async fn handle_request(
-    ctx: &Context,
+    session: &Session,
     req: Request,
     body: Option<BodyStream>,
     out: &mpsc::Sender<ServerFrame>,
 ) {
     let Request { id, op } = req;
-    let engine = &ctx.engine;
+    let engine = &session.engine;
+    // An operation on one file goes to the file's primary.
+    let routed = match &op {
+        Op::Append { name, .. } | Op::Put { name, .. } => Some((name, true)),
+        Op::Read { name, .. } | Op::Delete { name, .. } | Op::Stat { name } => Some((name, false)),
+        _ => None,
+    };
+    if let Some((name, create)) = routed
+        && !session.forwarded
+    {
+        match engine.route(name, create).await {
+            Ok(None) => {}
+            Ok(Some(addr)) => {
+                return forward(&session.ctx.upstreams, id, op, body, &addr, out).await;
+            }
+            Err(e) => {
+                log_error(id, &e);
+                let _ = out.send(error_response(id, e.code(), e.to_string())).await;
+                return;
+            }
+        }
+    }
     let body = || body.unwrap_or_else(|| BodyStream::from_bytes(Bytes::new()));
     let page = |limit: u32| limit.clamp(1, PAGE_ENTRIES_MAX) as usize;
     let result: Result<Reply, EngineError> = match op {
@@ -308,7 +365,7 @@ async fn handle_request(
             .await
             .map(Reply::Written),
         Op::Read { name, offset, len } => {
-            return stream_read(ctx, id, &name, offset, len, out).await;
+            return stream_read(engine, id, &name, offset, len, out).await;
         }
         Op::Delete { name, tag } => engine.delete(&name, tag).await.map(|()| Reply::Deleted),
         Op::List {
@@ -320,11 +377,11 @@ async fn handle_request(
             .await
             .map(|(entries, next)| Reply::Listing { entries, next }),
         Op::Stat { name } => engine.stat(&name).await.map(Reply::Stat),
-        Op::Table { start_after, limit } => {
-            let (entries, next) = engine.table(start_after.as_deref(), page(limit));
-            Ok(Reply::Table { entries, next })
-        }
-        Op::Status => Ok(Reply::Status(engine.status())),
+        Op::Table { start_after, limit } => engine
+            .table(start_after.as_deref(), page(limit))
+            .await
+            .map(|(entries, next)| Reply::Table { entries, next }),
+        Op::Status => Ok(Reply::Status(engine.status().await)),
     };
     if let Err(e) = &result {
         log_error(id, e);
@@ -337,14 +394,14 @@ async fn handle_request(
 
 /// Answers a read with `ReadStart` and then the bytes, chunk by chunk, from a snapshot.
 async fn stream_read(
-    ctx: &Context,
+    engine: &Engine,
     id: u64,
     name: &str,
     offset: u64,
     len: Option<u64>,
     out: &mpsc::Sender<ServerFrame>,
 ) {
-    let handle = match ctx.engine.read(name, offset, len).await {
+    let handle = match engine.read(name, offset, len).await {
         Ok(h) => h,
         Err(e) => {
             log_error(id, &e);

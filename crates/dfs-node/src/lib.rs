@@ -29,10 +29,11 @@
 
 mod config;
 mod connection;
+mod forward;
 mod server;
 
 pub use config::{Limits, NodeConfig, parse_cluster};
-pub use dfs_replication::Member;
+pub use dfs_replication::{Member, Timing};
 pub use server::Node;
 
 /// Why a node could not start.

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_cluster::ClusterMap;
+use dfs_cluster::{ClusterMap, DataSlot, Raft};
 use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
-use dfs_replication::{Engine, EngineConfig};
+use dfs_replication::{DataService, Engine, EngineConfig};
 use dfs_store::{Store, StoreConfig};
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,14 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What every connection of a node shares.
 pub(crate) struct Context {
-    pub(crate) engine: Arc<Engine>,
+    /// The engine, once the node has joined its cluster (client sessions wait for it).
+    pub(crate) engine: watch::Receiver<Option<Arc<Engine>>>,
+    /// The map's raft, served to peers from the start.
+    pub(crate) raft: Raft,
+    /// The data layer served to peers, once the engine exists.
+    pub(crate) data: DataSlot,
+    /// Connections to other nodes for forwarding requests.
+    pub(crate) upstreams: crate::forward::Upstreams,
     pub(crate) limits: Limits,
     pub(crate) node_id: u64,
     pub(crate) cluster_id: u64,
@@ -80,43 +87,63 @@ impl Node {
             })
             .collect();
         let map_members = members.iter().map(|m| (m.id, m.addr.clone())).collect();
-        let map = ClusterMap::start(
+        // Open the map and serve peers first: a group of several members elects a leader,
+        // and this node receives the log, only once the members talk to each other.
+        let map = ClusterMap::open(
             config.id,
             &map_members,
             config.cluster_id(),
             &config.data_dir.join("raft"),
         )
         .await?;
-        let map_for_shutdown = map.clone();
-        let engine = Engine::start(
-            EngineConfig {
-                node_id: config.id,
-                members,
-                replication_factor: config.effective_replication_factor(),
-                body_chunk_timeout: config.limits.body_chunk_timeout,
-            },
-            Arc::new(store),
-            map,
-        )
-        .await;
-        let engine = match engine {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                // Release the map's storage so a retry in this process can open it.
-                map_for_shutdown.shutdown().await;
-                return Err(e.into());
-            }
-        };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (ready, ready_rx) = watch::channel(None);
         let tracker = TaskTracker::new();
+        let data = DataSlot::default();
         let ctx = Arc::new(Context {
-            engine: engine.clone(),
+            engine: ready_rx,
+            raft: map.raft().clone(),
+            data: data.clone(),
+            upstreams: crate::forward::Upstreams::new(
+                config.id,
+                config.cluster_id(),
+                config.limits.forward_connect_timeout,
+            ),
             limits: config.limits.clone(),
             node_id: config.id,
             cluster_id: config.cluster_id(),
             tracker: tracker.clone(),
         });
         let accept = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
+        let started = async {
+            map.join().await?;
+            let engine = Engine::start(
+                EngineConfig {
+                    node_id: config.id,
+                    members,
+                    replication_factor: config.effective_replication_factor(),
+                    body_chunk_timeout: config.limits.body_chunk_timeout,
+                    cluster_id: config.cluster_id(),
+                    timing: config.timing,
+                },
+                Arc::new(store),
+                map.clone(),
+            )
+            .await?;
+            Ok::<_, NodeError>(engine)
+        };
+        let engine = match started.await {
+            Ok(engine) => engine,
+            Err(e) => {
+                let _ = shutdown.send(true);
+                let _ = accept.await;
+                // Release the map's storage so a retry in this process can open it.
+                map.shutdown().await;
+                return Err(e);
+            }
+        };
+        data.set(Arc::new(DataService(engine.clone())));
+        let _ = ready.send(Some(engine.clone()));
         tracing::info!(node = config.id, %addr, data_dir = %config.data_dir.display(), "serving");
         Ok(Node {
             addr,
@@ -141,6 +168,8 @@ impl Node {
     /// Stops accepting, closes every connection with a goodbye, and waits (up to the
     /// shutdown grace) for requests in progress to finish.
     pub async fn shutdown(self) {
+        // No lease first: a node whose port refuses connections must not act as primary.
+        self.engine.begin_shutdown();
         let _ = self.shutdown.send(true);
         let _ = self.accept.await;
         self.tracker.close();

@@ -87,6 +87,11 @@ impl PlacementTable {
             .ok_or_else(|| PlacementError::NotPlaced(name.to_owned()))
     }
 
+    /// Sets the placement of `name`, placed or not (the cluster map's reconfigurations).
+    pub fn replace(&mut self, name: String, placement: Placement) {
+        self.entries.insert(name, placement);
+    }
+
     /// Number of placed names.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -46,6 +46,15 @@ pub enum Role {
         /// The peer's node id.
         node_id: NodeId,
     },
+    /// A node of cluster `cluster_id` forwarding its clients' requests to the node that
+    /// serves them: a client session whose requests are served here or refused, never
+    /// forwarded again.
+    Forwarder {
+        /// The cluster the forwarding node belongs to.
+        cluster_id: u64,
+        /// The forwarding node's id.
+        node_id: NodeId,
+    },
 }
 
 /// A node's answer to an accepted hello.

@@ -85,13 +85,4 @@ impl BodyStream {
             ))),
         }
     }
-
-    /// Takes the whole body if it is a single in-memory part.
-    pub(crate) fn take_single(&mut self) -> Option<Bytes> {
-        if self.rest.is_none() {
-            self.first.take()
-        } else {
-            None
-        }
-    }
 }

@@ -2,11 +2,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole};
+use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole, PeerNetwork};
 use dfs_placement::{NodeId, Placement, place};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry, WriteAck,
     validate_prefix,
@@ -42,10 +46,50 @@ pub struct EngineConfig {
     pub replication_factor: usize,
     /// How long to wait for each chunk of a streamed body.
     pub body_chunk_timeout: Duration,
+    /// The cluster's id (in the hello of the engine's peer connections).
+    pub cluster_id: u64,
+    /// Leases and failure detection.
+    pub timing: Timing,
+}
+
+/// The clocks of leases, failure detection and repair.
+///
+/// Safety needs `failure_timeout > lease × (1 + clock drift) + margin`: the leader declares
+/// a silent node down only once its lease (counted on its own clock from before it asked)
+/// has surely run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a granted lease lets a node act as primary, from when it asked.
+    pub lease: Duration,
+    /// How often a node renews its lease (and so tells the leader it lives).
+    pub lease_renew: Duration,
+    /// Silence after which the leader probes a node's port: a refused connection means
+    /// no process listens there (and none holds a lease), so the node is declared down at
+    /// once.
+    pub probe_after: Duration,
+    /// Silence after which the leader declares a node down even if its port answers.
+    pub failure_timeout: Duration,
+    /// How long a node waits for another's answer to one data message.
+    pub peer_timeout: Duration,
+    /// How often each primary looks for files missing a replica that can be restored.
+    pub repair_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_millis(1000),
+            lease_renew: Duration::from_millis(200),
+            probe_after: Duration::from_millis(500),
+            failure_timeout: Duration::from_millis(3000),
+            peer_timeout: Duration::from_secs(5),
+            repair_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// How a write changes a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteMode {
     /// Add the body at the end.
     Append,
@@ -95,13 +139,31 @@ impl ReadHandle {
     }
 }
 
-/// Executes file operations for one node.
+/// Executes file operations for one node: as the primary of a file it orders, applies and
+/// forwards them; as another replica it applies what the primary forwards; elsewhere it
+/// names the primary to forward to ([`EngineError::Redirect`]).
 pub struct Engine {
-    config: EngineConfig,
-    store: Arc<Store>,
-    map: ClusterMap,
-    locks: LockManager<String>,
+    pub(crate) config: EngineConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) map: ClusterMap,
+    pub(crate) locks: LockManager<String>,
     recent: Mutex<RecentOps>,
+    /// Connections to the other nodes' data layers (apart from the map's).
+    pub(crate) peers: PeerNetwork,
+    /// Until when this node may act as a primary.
+    pub(crate) lease: Mutex<Option<Instant>>,
+    /// Set when the node starts to shut down: it acts as primary no more.
+    pub(crate) stopping: AtomicBool,
+    /// Files whose replicas this node (as primary) has brought to its own copy, and at
+    /// which epoch.
+    pub(crate) synced: Mutex<HashMap<FileId, u64>>,
+    /// Transfers from primaries in progress here.
+    pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
+    /// Whole copies received lately: kept even before the map lists this node for them.
+    pub(crate) installed: Mutex<HashMap<FileId, Instant>>,
+    /// On the leader: when each node last asked for its lease.
+    pub(crate) heard: Mutex<HashMap<NodeId, Instant>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,11 +181,15 @@ impl Engine {
     /// interrupted by a crash (the map commits first) and is removed, except when the map
     /// was created by this start, when the store's files are adopted into it (a data
     /// directory from the one-node release, which kept names only in the store).
+    ///
+    /// Then starts the background work: renewing the lease, on the leader watching the
+    /// other nodes, restoring missing replicas of the files this node is primary of, and
+    /// removing copies the map no longer gives this node.
     pub async fn start(
         config: EngineConfig,
         store: Arc<Store>,
         map: ClusterMap,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Arc<Self>, EngineError> {
         if config.replication_factor == 0 || config.replication_factor > config.members.len() {
             return Err(EngineError::InvalidRequest(format!(
                 "replication factor {} must be between 1 and the {} members",
@@ -131,14 +197,25 @@ impl Engine {
                 config.members.len()
             )));
         }
-        let engine = Self {
+        let peers = PeerNetwork::new(config.node_id, config.cluster_id);
+        let engine = Arc::new(Self {
             config,
             store,
             map,
             locks: LockManager::new(),
             recent: Mutex::new(RecentOps::default()),
-        };
+            peers,
+            lease: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            synced: Mutex::new(HashMap::new()),
+            transfers: Mutex::new(HashMap::new()),
+            installed: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
         engine.reconcile().await?;
+        let tasks = crate::background::spawn_all(&engine);
+        *engine.tasks.lock() = tasks;
         Ok(engine)
     }
 
@@ -178,8 +255,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the engine's part of the cluster map.
+    /// Stops acting as a primary (call before the node stops listening, so that a node
+    /// whose port refuses connections holds no lease).
+    pub fn begin_shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        *self.lease.lock() = None;
+    }
+
+    /// Stops the background work and the engine's part of the cluster map.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.transfers.lock().clear();
         self.map.shutdown().await;
     }
 
@@ -198,38 +288,62 @@ impl Engine {
         &self.store
     }
 
-    /// Creates an empty file.
+    /// Creates an empty file: commits its entry (a fresh file id, replicas by rendezvous
+    /// hashing over the nodes that are up) to the map, on any node. The replicas make
+    /// their empty local copy when the first write reaches them.
     pub async fn create(&self, name: &str, tag: Option<OpTag>) -> Result<FileInfo, EngineError> {
         let name = Name::parse(name)?.into_string();
         let _lock = self.locks.write(name.clone()).await;
         if let Some(Recent::Created(info)) = tag.and_then(|t| self.recent.lock().get(t)) {
             return Ok(info);
         }
-        if self.map.lookup(&name).is_some() {
+        if self.find(&name).await?.is_some() {
             return Err(EngineError::AlreadyExists(name));
         }
-        let (placement, meta) = self.create_locked(&name).await?;
-        let info = self.info(&meta, &placement);
+        let placement = match self.create_locked(&name).await? {
+            (placement, true) => placement,
+            (_, false) => return Err(EngineError::AlreadyExists(name)),
+        };
+        let info = FileInfo {
+            name: name.clone(),
+            file_id: placement.file_id,
+            size: 0,
+            version: 0,
+            checksum: crc32c_empty(),
+            replicas: placement.replicas.clone(),
+            modified_ms: 0,
+        };
         if let Some(t) = tag {
             self.recent.lock().insert(t, Recent::Created(info.clone()));
         }
         Ok(info)
     }
 
-    /// Appends to or replaces a file (creating it if missing), durable before it returns.
+    /// Appends to or replaces a file (creating it if missing), on every replica before it
+    /// returns. On a node that is not the file's primary this fails with
+    /// [`EngineError::Redirect`] before taking any of the body.
     pub async fn write(
         &self,
         mode: WriteMode,
         name: &str,
-        mut body: BodyStream,
+        body: BodyStream,
         tag: Option<OpTag>,
     ) -> Result<WriteAck, EngineError> {
         let name = Name::parse(name)?.into_string();
-        let _lock = self.locks.write(name.clone()).await;
-        let id = match self.map.lookup(&name) {
-            Some(p) => self.local_meta(p.file_id, &name).await?.id,
-            None => self.create_locked(&name).await?.0.file_id,
+        let placement = match self.find(&name).await? {
+            Some(p) => p,
+            None => {
+                let _lock = self.locks.write(name.clone()).await;
+                match self.map.lookup(&name) {
+                    Some(p) => p,
+                    None => self.create_locked(&name).await?.0,
+                }
+            }
         };
+        self.redirect_unless_primary(&placement)?;
+        let _lock = self.locks.write(name.clone()).await;
+        let placement = self.primary_placement(&name).await?;
+        let id = self.ensure_synced(&name, &placement).await?;
         let key = tag.map(|t| DedupKey {
             client_id: t.client_id,
             seq: t.seq,
@@ -241,16 +355,9 @@ impl Engine {
                 return Ok(ack(saved, true));
             }
         }
-        let store = self.store.clone();
-        let outcome = if let Some(data) = body.take_single() {
-            blocking(move || match mode {
-                WriteMode::Append => store.append(id, &data, key),
-                WriteMode::Put => store.put(id, &data, key),
-            })
-            .await?
-        } else {
-            self.stream_write(mode, id, body, key).await?
-        };
+        let outcome = self
+            .replicated_write(&name, &placement, mode, body, key)
+            .await?;
         tracing::debug!(
             name,
             ?mode,
@@ -261,41 +368,9 @@ impl Engine {
         Ok(ack(outcome, outcome.duplicate))
     }
 
-    /// Streams a multi-chunk body into a store transaction, committed at the end.
-    async fn stream_write(
-        &self,
-        mode: WriteMode,
-        id: FileId,
-        mut body: BodyStream,
-        key: Option<DedupKey>,
-    ) -> Result<WriteOutcome, EngineError> {
-        let store = self.store.clone();
-        let mut txn = blocking(move || match mode {
-            WriteMode::Append => store.begin_append(id).map(Txn::Append),
-            WriteMode::Put => store.begin_put(id).map(Txn::Put),
-        })
-        .await?;
-        loop {
-            let chunk = match body.next().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => {
-                    // Dropping a transaction undoes it (truncate or remove a temp file).
-                    tokio::task::spawn_blocking(move || drop(txn));
-                    return Err(e);
-                }
-            };
-            txn = blocking(move || {
-                txn.write(&chunk)?;
-                Ok(txn)
-            })
-            .await?;
-        }
-        blocking(move || txn.commit(key)).await
-    }
-
-    /// Starts a read: takes a snapshot under the file's shared lock and releases the lock,
-    /// so a slow reader never holds up writers.
+    /// Starts a read on the file's primary: takes a snapshot under the file's shared lock
+    /// and releases the lock, so a slow reader never holds up writers. Elsewhere fails with
+    /// [`EngineError::Redirect`].
     pub async fn read(
         &self,
         name: &str,
@@ -303,15 +378,7 @@ impl Engine {
         len: Option<u64>,
     ) -> Result<ReadHandle, EngineError> {
         let name = Name::parse(name)?.into_string();
-        let lock = self.locks.read(name.clone()).await;
-        let placement = self
-            .map
-            .lookup(&name)
-            .ok_or_else(|| EngineError::NotFound(name.clone()))?;
-        let id = self.local_meta(placement.file_id, &name).await?.id;
-        let store = self.store.clone();
-        let snapshot = blocking(move || store.snapshot(id)).await?;
-        drop(lock);
+        let (placement, snapshot) = self.primary_snapshot(&name).await?;
         let info = self.info(snapshot.meta(), &placement);
         let offset = offset.min(info.size);
         let len = len.unwrap_or(u64::MAX).min(info.size - offset);
@@ -323,20 +390,23 @@ impl Engine {
         })
     }
 
-    /// Deletes a file.
+    /// Deletes a file, on its primary (elsewhere: [`EngineError::Redirect`]). The map's
+    /// commit is the linearization point; the replicas drop their copies when they see it.
     pub async fn delete(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
         let name = Name::parse(name)?.into_string();
-        let _lock = self.locks.write(name.clone()).await;
         if let Some(Recent::Deleted) = tag.and_then(|t| self.recent.lock().get(t)) {
             return Ok(());
         }
         let placement = self
-            .map
-            .lookup(&name)
+            .find(&name)
+            .await?
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
+        self.redirect_unless_primary(&placement)?;
+        let _lock = self.locks.write(name.clone()).await;
+        let placement = self.primary_placement(&name).await?;
         let id = placement.file_id;
-        // The map's commit is the delete's linearization point; the bytes follow. A crash
-        // in between leaves a file the map no longer lists, removed at the next start.
+        // A crash after the commit leaves copies the map no longer lists, removed by the
+        // clean-up (or at the next start).
         let command = MapCommand::DeleteFile {
             name: name.clone(),
             file_id: id,
@@ -348,6 +418,7 @@ impl Engine {
             }
             other => return Err(EngineError::Internal(format!("delete refused: {other:?}"))),
         }
+        self.synced.lock().remove(&id);
         let store = self.store.clone();
         blocking(move || match store.delete(id) {
             Err(StoreError::NotFound(_)) => Ok(()),
@@ -360,16 +431,82 @@ impl Engine {
         Ok(())
     }
 
-    /// Size, version, replicas and checksum of a file.
+    /// Size, version, replicas and checksum of a file, from its primary (elsewhere:
+    /// [`EngineError::Redirect`]).
     pub async fn stat(&self, name: &str) -> Result<FileInfo, EngineError> {
         let name = Name::parse(name)?.into_string();
-        let _lock = self.locks.read(name.clone()).await;
+        let (placement, snapshot) = self.primary_snapshot(&name).await?;
+        Ok(self.info(snapshot.meta(), &placement))
+    }
+
+    /// Where an operation on `name` is served: `None` here (this node is its primary, or
+    /// the file does not exist and `create` is false), or the address of its primary. With
+    /// `create`, a missing file is created first (a write creates its file).
+    pub async fn route(&self, name: &str, create: bool) -> Result<Option<String>, EngineError> {
+        let name = Name::parse(name)?.into_string();
+        let placement = match self.find(&name).await? {
+            Some(p) => p,
+            None if create => {
+                let _lock = self.locks.write(name.clone()).await;
+                match self.map.lookup(&name) {
+                    Some(p) => p,
+                    None => self.create_locked(&name).await?.0,
+                }
+            }
+            None => return Ok(None),
+        };
+        match self.redirect_unless_primary(&placement) {
+            Ok(()) => Ok(None),
+            Err(EngineError::Redirect { addr, .. }) => Ok(Some(addr)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The placement of `name` with every change committed before the call visible: the
+    /// local map if it has the name, else the local map once caught up with the leader.
+    pub(crate) async fn find(&self, name: &str) -> Result<Option<Placement>, EngineError> {
+        if let Some(p) = self.map.lookup(name) {
+            return Ok(Some(p));
+        }
+        self.map
+            .linearizable_lookup(name)
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))
+    }
+
+    /// A snapshot of `name` taken on its primary under the shared lock.
+    async fn primary_snapshot(&self, name: &str) -> Result<(Placement, Snapshot), EngineError> {
         let placement = self
-            .map
-            .lookup(&name)
-            .ok_or_else(|| EngineError::NotFound(name.clone()))?;
-        let meta = self.local_meta(placement.file_id, &name).await?;
-        Ok(self.info(&meta, &placement))
+            .find(name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(name.to_owned()))?;
+        self.redirect_unless_primary(&placement)?;
+        let synced = |p: &Placement| self.synced.lock().get(&p.file_id) == Some(&p.epoch);
+        // Syncing needs the write lock; a read then takes the shared one (a few tries, in
+        // case the placement moves in between).
+        let mut tries = 0;
+        let (_lock, placement) = loop {
+            let placement = self.primary_placement(name).await?;
+            if !synced(&placement) {
+                let _lock = self.locks.write(name.to_owned()).await;
+                let placement = self.primary_placement(name).await?;
+                self.ensure_synced(name, &placement).await?;
+            }
+            let lock = self.locks.read(name.to_owned()).await;
+            let placement = self.primary_placement(name).await?;
+            if synced(&placement) {
+                break (lock, placement);
+            }
+            tries += 1;
+            if tries >= 3 {
+                return Err(EngineError::Unavailable(format!(
+                    "the placement of {name:?} keeps changing; try again"
+                )));
+            }
+        };
+        let (store, id) = (self.store.clone(), placement.file_id);
+        let snapshot = blocking(move || store.snapshot(id)).await?;
+        Ok((placement, snapshot))
     }
 
     /// A sorted page of the files whose names start with `prefix`.
@@ -380,38 +517,36 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<ListEntry>, Option<String>), EngineError> {
         validate_prefix(prefix)?;
+        self.map
+            .catch_up()
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (rows, next) = self.page(prefix, start_after, limit);
-        let store = self.store.clone();
-        // Off the async threads: a file's metadata waits while a write to it syncs.
-        let entries = blocking(move || {
-            Ok(rows
-                .into_iter()
-                .filter_map(|(name, id, _)| {
-                    let (size, version) = match store.meta(id) {
-                        Ok(meta) => (meta.size, meta.version),
-                        // Listed but never written here (its local file comes on demand).
-                        Err(StoreError::NotFound(_)) => (0, 0),
-                        // Damaged: left out, as it is never served.
-                        Err(_) => return None,
-                    };
-                    Some(ListEntry {
-                        name,
-                        size,
-                        version,
-                    })
+        let metas = self.metas_of(&rows).await;
+        let entries = rows
+            .into_iter()
+            .zip(metas)
+            .filter_map(|((name, _, _), meta)| {
+                meta.map(|(size, version)| ListEntry {
+                    name,
+                    size,
+                    version,
                 })
-                .collect())
-        })
-        .await?;
+            })
+            .collect();
         Ok((entries, next))
     }
 
-    /// A sorted page of the placement table.
-    pub fn table(
+    /// A sorted page of the placement table, with every change committed before the call.
+    pub async fn table(
         &self,
         start_after: Option<&str>,
         limit: usize,
-    ) -> (Vec<TableEntry>, Option<String>) {
+    ) -> Result<(Vec<TableEntry>, Option<String>), EngineError> {
+        self.map
+            .catch_up()
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (rows, next) = self.page("", start_after, limit);
         let entries = rows
             .into_iter()
@@ -422,12 +557,13 @@ impl Engine {
                 epoch: p.epoch,
             })
             .collect();
-        (entries, next)
+        Ok((entries, next))
     }
 
-    /// The cluster as this node sees it: the members, which are up in the map, and the
-    /// map's leader and term.
-    pub fn status(&self) -> ClusterStatus {
+    /// The cluster as this node sees it: the members, which are up in the map, each one's
+    /// role in the map's consensus group (asked of it; `unknown` if it does not answer),
+    /// and the map's leader and term.
+    pub async fn status(&self) -> ClusterStatus {
         let me = self.config.node_id;
         let map = self.map.status();
         let up = self.map.read(|s| {
@@ -436,33 +572,38 @@ impl Engine {
                 .map(|(id, n)| (*id, n.up))
                 .collect::<std::collections::BTreeMap<_, _>>()
         });
+        let roles = futures::future::join_all(self.config.members.iter().map(|m| async move {
+            if m.id == me {
+                return node_role(map.role);
+            }
+            match self.call(m.id, &crate::wire::DataRpc::Role).await {
+                Ok(crate::wire::DataReply::Role(role)) => role,
+                _ => NodeRole::Unknown,
+            }
+        }))
+        .await;
         ClusterStatus {
             nodes: self
                 .config
                 .members
                 .iter()
-                .map(|m| NodeStatus {
+                .zip(roles)
+                .map(|(m, role)| NodeStatus {
                     id: m.id,
-                    addr: m.addr.clone(),
+                    addr: self.node_addr(m.id).unwrap_or_else(|| m.addr.clone()),
                     up: up.get(&m.id).copied().unwrap_or(false),
-                    role: if m.id == me {
-                        match map.role {
-                            MapRole::Leader => NodeRole::Leader,
-                            MapRole::Follower => NodeRole::Follower,
-                            MapRole::Candidate => NodeRole::Candidate,
-                            MapRole::Other => NodeRole::Unknown,
-                        }
-                    } else if map.leader == Some(m.id) {
-                        NodeRole::Leader
-                    } else {
-                        NodeRole::Unknown
-                    },
+                    role,
                 })
                 .collect(),
             leader: map.leader,
             term: map.term,
             replication_factor: self.config.replication_factor as u32,
         }
+    }
+
+    /// This node's role in the map's consensus group.
+    pub(crate) fn role(&self) -> NodeRole {
+        node_role(self.map.status().role)
     }
 
     /// A sorted page of `(name, file id, placement)` for names starting with `prefix` after
@@ -491,10 +632,10 @@ impl Engine {
         })
     }
 
-    /// Places and creates a new file; the caller holds the name's write lock. The map
-    /// commits first; the local file follows (and is created on demand if a crash came
-    /// between the two, see [`Engine::local_meta`]).
-    async fn create_locked(&self, name: &str) -> Result<(Placement, FileMeta), EngineError> {
+    /// Places a new file and commits it to the map; the caller holds the name's write
+    /// lock. Returns its placement and whether this call created it (`false`: another node
+    /// created the name first, and this is that file).
+    async fn create_locked(&self, name: &str) -> Result<(Placement, bool), EngineError> {
         let up = self.map.read(ClusterState::up_nodes);
         let replicas = place(name, &up, self.config.replication_factor)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
@@ -505,40 +646,52 @@ impl Engine {
             file_id,
             replicas,
         };
-        let placement = match self.propose(command).await? {
-            MapResponse::Created(p) => p,
+        match self.propose(command).await? {
+            MapResponse::Created(p) => Ok((p, true)),
             // Our own create, applied by an attempt whose answer was lost and then retried.
-            MapResponse::AlreadyExists(p) if p.file_id == file_id => p,
-            MapResponse::AlreadyExists(_) => return Err(EngineError::AlreadyExists(name.into())),
-            other => return Err(EngineError::Internal(format!("create refused: {other:?}"))),
-        };
-        let meta = self.local_meta(placement.file_id, name).await?;
-        Ok((placement, meta))
+            MapResponse::AlreadyExists(p) if p.file_id == file_id => Ok((p, true)),
+            MapResponse::AlreadyExists(p) => Ok((p, false)),
+            other => Err(EngineError::Internal(format!("create refused: {other:?}"))),
+        }
     }
 
-    /// The local file for `id`, created empty if the map lists it but the store lacks it
-    /// (a crash between the map's commit and the store's create).
-    async fn local_meta(&self, id: FileId, name: &str) -> Result<FileMeta, EngineError> {
+    /// The local copy of file `id` as a primary at `placement` serves it. A copy missing
+    /// here is made empty only while the file can hold nothing else: at its first epoch
+    /// (the map commits a create before any replica makes its copy); a copy lost later is
+    /// an error, never an empty file.
+    pub(crate) async fn local_meta(
+        &self,
+        name: &str,
+        placement: &Placement,
+    ) -> Result<FileMeta, EngineError> {
         let store = self.store.clone();
+        let (id, first) = (placement.file_id, placement.epoch == 1);
         let name = name.to_owned();
         blocking(move || match store.meta(id) {
-            Err(StoreError::NotFound(_)) => match store.create(id, &name) {
+            Err(StoreError::NotFound(_)) if first => match store.create(id, &name) {
                 Err(StoreError::AlreadyExists(_)) => store.meta(id),
                 other => other,
             },
             other => other,
         })
         .await
+        .map_err(|e| match e {
+            EngineError::Store(StoreError::NotFound(_)) => EngineError::Unavailable(format!(
+                "this node lost its copy of {:?}; a replica must restore it",
+                placement.file_id
+            )),
+            other => other,
+        })
     }
 
-    async fn propose(&self, command: MapCommand) -> Result<MapResponse, EngineError> {
+    pub(crate) async fn propose(&self, command: MapCommand) -> Result<MapResponse, EngineError> {
         self.map
             .propose(command)
             .await
             .map_err(|e| EngineError::Unavailable(e.to_string()))
     }
 
-    fn info(&self, meta: &FileMeta, placement: &Placement) -> FileInfo {
+    pub(crate) fn info(&self, meta: &FileMeta, placement: &Placement) -> FileInfo {
         FileInfo {
             name: meta.name.clone(),
             file_id: meta.id,
@@ -551,20 +704,20 @@ impl Engine {
     }
 }
 
-enum Txn {
+pub(crate) enum Txn {
     Append(dfs_store::AppendTxn),
     Put(dfs_store::PutTxn),
 }
 
 impl Txn {
-    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         match self {
             Txn::Append(t) => t.write(data),
             Txn::Put(t) => t.write(data),
         }
     }
 
-    fn commit(self, key: Option<DedupKey>) -> Result<WriteOutcome, StoreError> {
+    pub(crate) fn commit(self, key: Option<DedupKey>) -> Result<WriteOutcome, StoreError> {
         match self {
             Txn::Append(t) => t.commit(key),
             Txn::Put(t) => t.commit(key),
@@ -572,7 +725,7 @@ impl Txn {
     }
 }
 
-fn ack(outcome: WriteOutcome, duplicate: bool) -> WriteAck {
+pub(crate) fn ack(outcome: WriteOutcome, duplicate: bool) -> WriteAck {
     WriteAck {
         version: outcome.version,
         size: outcome.size,
@@ -581,8 +734,23 @@ fn ack(outcome: WriteOutcome, duplicate: bool) -> WriteAck {
     }
 }
 
+fn node_role(role: MapRole) -> NodeRole {
+    match role {
+        MapRole::Leader => NodeRole::Leader,
+        MapRole::Follower => NodeRole::Follower,
+        MapRole::Candidate => NodeRole::Candidate,
+        MapRole::Other => NodeRole::Unknown,
+    }
+}
+
+/// The checksum of no bytes.
+fn crc32c_empty() -> u32 {
+    // CRC-32C of the empty string.
+    0
+}
+
 /// Runs blocking store work off the async threads.
-async fn blocking<T, F>(f: F) -> Result<T, EngineError>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, EngineError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,

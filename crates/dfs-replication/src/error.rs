@@ -29,6 +29,15 @@ pub enum EngineError {
     /// another node.
     #[error("cluster map unavailable: {0}")]
     Unavailable(String),
+    /// This node is not the file's primary: the operation belongs on `node` at `addr`
+    /// (a node forwards it there).
+    #[error("node {node} at {addr} is the primary of this file")]
+    Redirect {
+        /// The primary.
+        node: u64,
+        /// Its address.
+        addr: String,
+    },
     /// A background task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,7 +56,7 @@ impl EngineError {
             EngineError::Store(StoreError::Corrupt { .. }) => ErrorCode::Corrupt,
             EngineError::Store(StoreError::Busy(_)) => ErrorCode::Busy,
             EngineError::Store(StoreError::NameTooLong(_)) => ErrorCode::InvalidName,
-            EngineError::Unavailable(_) => ErrorCode::Unavailable,
+            EngineError::Unavailable(_) | EngineError::Redirect { .. } => ErrorCode::Unavailable,
             EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }
     }

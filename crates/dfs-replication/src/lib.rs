@@ -23,12 +23,17 @@
 //!   acknowledged before it started and nothing half-applied.
 //! - A write carrying an [`OpTag`](dfs_proto::OpTag) already applied returns the saved result.
 
+mod background;
 mod body;
 mod engine;
 mod error;
+mod primary;
+mod replica;
+mod wire;
 
 pub use body::{BODY_CHUNK_TIMEOUT, BodyStream, BodyTx};
-pub use engine::{Engine, EngineConfig, Member, ReadHandle, WriteMode};
+pub use engine::{Engine, EngineConfig, Member, ReadHandle, Timing, WriteMode};
+pub use replica::DataService;
 pub use error::EngineError;
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ mod store;
 
 pub use error::StoreError;
 pub use lock::{LockManager, ReadGuard, WriteGuard};
-pub use store::{AppendTxn, PutTxn, Snapshot, Store, StoreConfig};
+pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig};
 
 /// Identifies a file in the store (assigned by the cluster map).
 pub type FileId = u64;

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{IoContext, StoreError};
-use crate::header::{HEADER_SIZE, Header, SLOT_SIZE, decode_slot, encode_slot};
+use crate::header::{DedupEntry, HEADER_SIZE, Header, SLOT_SIZE, decode_slot, encode_slot};
 use crate::{DedupKey, FileId, FileMeta, NAME_MAX, RecoveryReport, WriteOutcome};
 
 /// Where a store lives and how careful it is.
@@ -530,7 +530,7 @@ impl Store {
                     &tmp_path,
                     data.len() as u64,
                     crc32c::crc32c(data),
-                    key,
+                    PutCommit::Write(key),
                 )
             });
         if result.is_err() {
@@ -565,6 +565,24 @@ impl Store {
             failed: false,
             finished: false,
         })
+    }
+
+    /// Starts the install of a copy of file `id` from another replica: like
+    /// [`begin_put`](Self::begin_put), creating the file first if it does not exist; commit
+    /// with [`PutTxn::commit_install`].
+    pub fn begin_install(&self, id: FileId, name: &str) -> Result<PutTxn, StoreError> {
+        match self.create(id, name) {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => self.begin_put(id),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The dedup table of a file, oldest first (for copying it to another replica).
+    pub fn dedup_entries(&self, id: FileId) -> Result<Vec<(DedupKey, WriteOutcome)>, StoreError> {
+        let state = self.inner.state(id)?;
+        let mut st = state.lock();
+        let live = st.live(id)?;
+        Ok(live.header.dedup.iter().map(|e| (e.key, e.outcome)).collect())
     }
 
     /// Starts a streaming put (whole replacement) into a temp file; the transaction owns the
@@ -740,23 +758,45 @@ fn commit_put(
     tmp_path: &Path,
     size: u64,
     crc: u32,
-    key: Option<DedupKey>,
+    how: PutCommit,
 ) -> Result<WriteOutcome, StoreError> {
     let live = st.live(id)?;
     let mut header = live.header.clone();
     header.meta.size = size;
-    header.meta.version += 1;
     header.meta.checksum = crc;
-    header.meta.modified_ms = now_ms();
+    match how {
+        PutCommit::Write(key) => {
+            header.meta.version += 1;
+            header.meta.modified_ms = now_ms();
+            if let Some(k) = key {
+                let outcome = WriteOutcome {
+                    version: header.meta.version,
+                    size,
+                    checksum: crc,
+                    duplicate: false,
+                };
+                header.record(k, outcome);
+            }
+        }
+        PutCommit::Install(state) => {
+            header.meta.version = state.version;
+            header.meta.modified_ms = state.modified_ms;
+            header.dedup = state
+                .dedup
+                .into_iter()
+                .rev()
+                .take(crate::DEDUP_ENTRIES_MAX)
+                .rev()
+                .map(|(key, outcome)| DedupEntry { key, outcome })
+                .collect();
+        }
+    }
     let outcome = WriteOutcome {
         version: header.meta.version,
         size,
         checksum: crc,
         duplicate: false,
     };
-    if let Some(k) = key {
-        header.record(k, outcome);
-    }
     let seq = live.seq + 1;
     tmp.write_all_at(&fresh_header_image(seq, &header), 0)
         .ctx(|| format!("writing {}", tmp_path.display()))?;
@@ -1027,7 +1067,7 @@ impl PutTxn {
                         &self.tmp_path,
                         self.written,
                         self.crc,
-                        key,
+                        PutCommit::Write(key),
                     ),
                 },
             }
@@ -1037,6 +1077,59 @@ impl PutTxn {
         }
         result
     }
+}
+
+impl PutTxn {
+    /// Atomically replaces the file's content with everything written and sets its
+    /// version, modification time and dedup table to `state` (a copy from another replica;
+    /// the checksum is computed from the bytes written). Durable when it returns.
+    pub fn commit_install(mut self, state: InstallState) -> Result<FileMeta, StoreError> {
+        let shared = Arc::clone(&self.state);
+        let mut st = shared.lock();
+        st.writer = false;
+        self.finished = true;
+        let result = if self.failed {
+            Err(failed_txn(self.id))
+        } else {
+            commit_put(
+                &self.inner,
+                self.id,
+                &mut st,
+                &self.file,
+                &self.tmp_path,
+                self.written,
+                self.crc,
+                PutCommit::Install(state),
+            )
+        };
+        match result {
+            Ok(_) => Ok(st.live(self.id)?.header.meta.clone()),
+            Err(e) => {
+                discard_temp(&self.tmp_path);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The state a copy of a file gets besides its bytes ([`PutTxn::commit_install`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstallState {
+    /// The version of the copied file.
+    pub version: u64,
+    /// Its modification time (Unix milliseconds).
+    pub modified_ms: u64,
+    /// Its dedup table, oldest first (at most [`DEDUP_ENTRIES_MAX`](crate::DEDUP_ENTRIES_MAX)
+    /// entries are kept, the newest).
+    pub dedup: Vec<(DedupKey, WriteOutcome)>,
+}
+
+/// How a put's header changes at commit.
+enum PutCommit {
+    /// A client's write: version + 1, the key recorded.
+    Write(Option<DedupKey>),
+    /// A copy from another replica.
+    Install(InstallState),
 }
 
 impl Drop for PutTxn {

@@ -721,3 +721,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn install_copies_content_version_and_dedup_table() {
+    let dir = TempDir::new().unwrap();
+    let (store, _) = open_in(&dir, true);
+    let key = DedupKey {
+        client_id: 7,
+        seq: 1,
+    };
+    store.create(1, "source").unwrap();
+    store.append(1, b"hello ", Some(key)).unwrap();
+    let source = store.append(1, b"world", None).unwrap();
+    let dedup = store.dedup_entries(1).unwrap();
+    assert_eq!(dedup.len(), 1);
+
+    // Into a file that does not exist yet, in two chunks.
+    let mut txn = store.begin_install(2, "copy").unwrap();
+    txn.write(b"hello ").unwrap();
+    txn.write(b"world").unwrap();
+    let state = InstallState {
+        version: source.version,
+        modified_ms: 42,
+        dedup: dedup.clone(),
+    };
+    let meta = store.begin_install(2, "copy").map(|_| ()).unwrap_err();
+    assert!(matches!(meta, StoreError::Busy(2)), "one writer at a time");
+    let meta = txn.commit_install(state.clone()).unwrap();
+    assert_eq!((meta.version, meta.size), (2, 11));
+    assert_eq!(meta.checksum, source.checksum);
+    assert_eq!(meta.modified_ms, 42);
+    assert_eq!(store.read(2).unwrap(), b"hello world");
+    // The copied dedup table answers the retry of the write it remembers.
+    let retry = store.append(2, b"hello ", Some(key)).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, 1);
+
+    // Over an existing file, replacing whatever it held; survives a reopen.
+    let mut txn = store.begin_install(2, "copy").unwrap();
+    txn.write(b"older").unwrap();
+    let state = InstallState {
+        version: 1,
+        ..state
+    };
+    assert_eq!(txn.commit_install(state).unwrap().version, 1);
+    drop(store);
+    let (store, _) = open_in(&dir, true);
+    assert_eq!(store.read(2).unwrap(), b"older");
+    assert_eq!(store.meta(2).unwrap().version, 1);
+}

@@ -1,0 +1,166 @@
+//! Forwarding: a request for a file whose primary is another node is relayed to that node
+//! over a connection of its own (`Role::Forwarder`), and the answer relayed back.
+//!
+//! ```text
+//! client --Request{id 5}--> this node --Request{id 91}--> primary
+//!        --Chunk{id 5}---->           --Chunk{id 91}---->
+//!        <-Response{id 5}--           <-Response{id 91}--
+//! ```
+//!
+//! The primary serves a forwarded request itself or refuses it (retryably); it never
+//! forwards it again, so maps that disagree for a moment cannot bounce a request around.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs_client::RawConnection;
+use dfs_proto::{
+    Chunk, ClientFrame, ErrorCode, Op, Reply, Request, Response, Role, ServerFrame, WireError,
+};
+use dfs_replication::BodyStream;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// Connections to other nodes for forwarding, one per address, opened on first use.
+pub(crate) struct Upstreams {
+    node_id: u64,
+    cluster_id: u64,
+    connect_timeout: Duration,
+    conns: Mutex<HashMap<String, RawConnection>>,
+}
+
+impl Upstreams {
+    pub(crate) fn new(node_id: u64, cluster_id: u64, connect_timeout: Duration) -> Self {
+        Self {
+            node_id,
+            cluster_id,
+            connect_timeout,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The open connection to `addr`, or a new one.
+    async fn get(&self, addr: &str) -> Result<RawConnection, String> {
+        if let Some(conn) = self.conns.lock().get(addr).filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let role = Role::Forwarder {
+            cluster_id: self.cluster_id,
+            node_id: self.node_id,
+        };
+        let conn = RawConnection::open(addr, role, self.connect_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.conns.lock().insert(addr.to_owned(), conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Relays request `id` (its `op`, and the rest of its body if it streams) to the node at
+/// `addr`, and that node's answer back to `out` under `id`.
+pub(crate) async fn forward(
+    upstreams: &Upstreams,
+    id: u64,
+    op: Op,
+    body: Option<BodyStream>,
+    addr: &str,
+    out: &mpsc::Sender<ServerFrame>,
+) {
+    let unavailable = |why: String| {
+        ServerFrame::Response(Response {
+            id,
+            result: Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!("forwarding to the file's primary at {addr}: {why}"),
+            )),
+        })
+    };
+    let conn = match upstreams.get(addr).await {
+        Ok(conn) => conn,
+        Err(why) => {
+            let _ = out.send(unavailable(why)).await;
+            return;
+        }
+    };
+    let (up, mut replies) = conn.register();
+    if let Err(e) = conn.send(ClientFrame::Request(Request { id: up, op })).await {
+        conn.forget(up);
+        let _ = out.send(unavailable(e.to_string())).await;
+        return;
+    }
+    let send_body = async {
+        let Some(mut body) = body.filter(BodyStream::is_streaming) else {
+            return;
+        };
+        // The first part went inline with the request.
+        let _ = body.next().await;
+        loop {
+            let frame = match body.next().await {
+                Ok(Some(data)) => ClientFrame::Chunk(Chunk {
+                    id: up,
+                    data,
+                    last: false,
+                }),
+                Ok(None) => ClientFrame::Chunk(Chunk {
+                    id: up,
+                    data: Bytes::new(),
+                    last: true,
+                }),
+                Err(_) => ClientFrame::Cancel { id: up },
+            };
+            let end = !matches!(&frame, ClientFrame::Chunk(c) if !c.last);
+            if conn.send(frame).await.is_err() || end {
+                return;
+            }
+        }
+    };
+    let relay = async {
+        let mut started = false;
+        loop {
+            let Some(frame) = replies.recv().await else {
+                let lost = "the connection was lost".to_owned();
+                let frame = if started {
+                    ServerFrame::StreamError {
+                        id,
+                        error: WireError::new(ErrorCode::Unavailable, lost),
+                    }
+                } else {
+                    unavailable(lost)
+                };
+                let _ = out.send(frame).await;
+                return;
+            };
+            let (frame, done) = match frame {
+                ServerFrame::Response(r) => {
+                    let more = matches!(r.result, Ok(Reply::ReadStart { .. }));
+                    let frame = ServerFrame::Response(Response {
+                        id,
+                        result: r.result,
+                    });
+                    (frame, !more)
+                }
+                ServerFrame::Chunk(c) => {
+                    let last = c.last;
+                    let frame = ServerFrame::Chunk(Chunk {
+                        id,
+                        data: c.data,
+                        last,
+                    });
+                    (frame, last)
+                }
+                ServerFrame::StreamError { error, .. } => {
+                    (ServerFrame::StreamError { id, error }, true)
+                }
+                // Nothing else is routed to a request.
+                _ => continue,
+            };
+            started = true;
+            if out.send(frame).await.is_err() || done {
+                return;
+            }
+        }
+    };
+    tokio::join!(send_body, relay);
+    conn.forget(up);
+}
