@@ -45,8 +45,8 @@ pub use network::{
     DataCallError, PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };
 pub use peer::{
-    PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT, PROPOSE_SERVE_TIMEOUT,
-    DataHandler, DataSlot, PeerService, ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
+    DataHandler, DataSlot, PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT,
+    PROPOSE_SERVE_TIMEOUT, PeerService, ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
 };
 pub use state::{ClusterState, MapCommand, MapResponse, NodeInfo};
 pub use storage::{

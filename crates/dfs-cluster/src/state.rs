@@ -48,6 +48,9 @@ pub enum MapCommand {
     NodeDown {
         /// The node.
         id: NodeId,
+        /// The incarnation the proposer saw silent: a node that restarted meanwhile (a
+        /// newer incarnation) is not declared down (`Rejected`).
+        incarnation: u64,
     },
     /// A new file, on replicas chosen by the proposer.
     CreateFile {
@@ -129,7 +132,11 @@ impl ClusterState {
                 );
                 MapResponse::Done
             }
-            MapCommand::NodeDown { id } => match self.nodes.get_mut(id) {
+            MapCommand::NodeDown { id, incarnation } => match self.nodes.get_mut(id) {
+                Some(node) if node.incarnation != *incarnation => MapResponse::Rejected(format!(
+                    "node {id} is at incarnation {}, not {incarnation}",
+                    node.incarnation
+                )),
                 Some(node) => {
                     node.up = false;
                     let changed: Vec<(String, Placement)> = self
@@ -265,7 +272,13 @@ mod test {
     fn membership() {
         let mut s = three();
         assert_eq!(s.up_nodes(), [1, 2, 3]);
-        assert_eq!(s.apply(&MapCommand::NodeDown { id: 2 }), MapResponse::Done);
+        assert_eq!(
+            s.apply(&MapCommand::NodeDown {
+                id: 2,
+                incarnation: 1
+            }),
+            MapResponse::Done
+        );
         assert_eq!(s.up_nodes(), [1, 3]);
         assert!(
             matches!(s.apply(&up(2, 1)), MapResponse::Rejected(_)),
@@ -273,8 +286,23 @@ mod test {
         );
         assert_eq!(s.apply(&up(2, 2)), MapResponse::Done);
         assert_eq!(s.up_nodes(), [1, 2, 3]);
+        // Silent in incarnation 1, but it restarted meanwhile: it stays up.
+        assert!(
+            matches!(
+                s.apply(&MapCommand::NodeDown {
+                    id: 2,
+                    incarnation: 1
+                }),
+                MapResponse::Rejected(_)
+            ),
+            "a restarted node is not declared down for its old incarnation"
+        );
+        assert_eq!(s.up_nodes(), [1, 2, 3]);
         assert_eq!(
-            s.apply(&MapCommand::NodeDown { id: 9 }),
+            s.apply(&MapCommand::NodeDown {
+                id: 9,
+                incarnation: 1
+            }),
             MapResponse::NotFound
         );
     }
@@ -286,9 +314,19 @@ mod test {
         s.apply(&create("second", 2, &[2, 1]));
         s.apply(&create("alone", 3, &[1]));
         s.apply(&create("other", 4, &[2, 3]));
-        assert_eq!(s.apply(&MapCommand::NodeDown { id: 1 }), MapResponse::Done);
+        assert_eq!(
+            s.apply(&MapCommand::NodeDown {
+                id: 1,
+                incarnation: 1
+            }),
+            MapResponse::Done
+        );
         let at = |name: &str| s.files.get(name).map(|p| (p.replicas.clone(), p.epoch));
-        assert_eq!(at("shared"), Some((vec![2], 2)), "node 2 is the primary now");
+        assert_eq!(
+            at("shared"),
+            Some((vec![2], 2)),
+            "node 2 is the primary now"
+        );
         assert_eq!(at("second"), Some((vec![2], 2)));
         assert_eq!(at("alone"), Some((vec![1], 1)), "its only replica stays");
         assert_eq!(at("other"), Some((vec![2, 3], 1)), "untouched");
@@ -360,7 +398,10 @@ mod test {
             up(1, 1),
             up(2, 1),
             create("x", 1, &[1, 2]),
-            MapCommand::NodeDown { id: 1 },
+            MapCommand::NodeDown {
+                id: 1,
+                incarnation: 1,
+            },
             MapCommand::SetReplicas {
                 name: "x".into(),
                 file_id: 1,

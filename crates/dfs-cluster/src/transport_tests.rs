@@ -296,7 +296,7 @@ async fn garbage_payloads_get_a_refused_reply() {
     let garbage: Vec<Vec<u8>> = vec![
         Vec::new(),
         vec![0xff; 64],
-        vec![4, 0, 0],                     // no such variant
+        vec![100, 0, 0],                   // no such variant
         valid[..valid.len() - 1].to_vec(), // cut short
         vec![
             0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -827,7 +827,15 @@ async fn a_forwarded_proposal_shares_the_raft_connection() {
     )
     .await;
     let e = network
-        .propose(3, &refusing.addr, MapCommand::NodeDown { id: 1 }, DEADLINE)
+        .propose(
+            3,
+            &refusing.addr,
+            MapCommand::NodeDown {
+                id: 1,
+                incarnation: 1,
+            },
+            DEADLINE,
+        )
         .await
         .expect_err("not the leader");
     assert_eq!(
@@ -843,7 +851,15 @@ async fn a_forwarded_proposal_shares_the_raft_connection() {
     let gone = listener.local_addr().expect("addr").to_string();
     drop(listener);
     let e = network
-        .propose(4, &gone, MapCommand::NodeDown { id: 1 }, DEADLINE)
+        .propose(
+            4,
+            &gone,
+            MapCommand::NodeDown {
+                id: 1,
+                incarnation: 1,
+            },
+            DEADLINE,
+        )
         .await
         .expect_err("nobody there");
     assert!(matches!(e, ProposeError::Unreachable(_)), "{e:?}");

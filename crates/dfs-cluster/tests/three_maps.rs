@@ -193,13 +193,16 @@ async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
         "{again:?}"
     );
 
-    // Linearizable reads: on the leader, and refused (naming it) on a follower.
+    // Linearizable reads: on the leader, and on a follower through the leader's read
+    // index; a read index itself is the leader's alone (a follower names it).
     let leader_node = nodes.iter().find(|n| n.id == leader).expect("the leader");
     let read = leader_node.map.linearizable_lookup("dir/a").await;
     assert_eq!(read.expect("read").map(|p| p.file_id), Some(11));
-    match follower.map.linearizable_lookup("dir/a").await {
+    let read = follower.map.linearizable_lookup("dir/a").await;
+    assert_eq!(read.expect("a follower's read").map(|p| p.file_id), Some(11));
+    match follower.map.read_index().await {
         Err(ClusterError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
-        other => panic!("a follower's linearizable read: {other:?}"),
+        other => panic!("a follower's read index: {other:?}"),
     }
 
     // The leader stops: the other two elect one of them and still commit, including

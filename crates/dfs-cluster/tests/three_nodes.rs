@@ -184,7 +184,14 @@ async fn three_nodes_elect_replicate_and_refuse_a_minority() {
     let two: Vec<&TestNode> = nodes.iter().filter(|n| n.id != follower.id).collect();
     let created = write(&two, create("dir/b", 12, vec![leader])).await;
     assert!(matches!(created, MapResponse::Created(_)), "{created:?}");
-    let down = write(&two, MapCommand::NodeDown { id: follower.id }).await;
+    let down = write(
+        &two,
+        MapCommand::NodeDown {
+            id: follower.id,
+            incarnation: 1,
+        },
+    )
+    .await;
     assert_eq!(down, MapResponse::Done);
     let state = converged(&two, "the two remaining nodes to apply the same map").await;
     assert!(state.files.contains("dir/b"));

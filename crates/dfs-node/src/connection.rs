@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dfs_cluster::PeerService;
 use dfs_proto::{
     CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
     ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
 };
-use dfs_cluster::PeerService;
 use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, WriteMode};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -98,7 +98,10 @@ pub(crate) async fn serve_connection(
             return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
         }
         Role::Peer { node_id, .. } => {
-            if send_with_timeout(&mut conn, &ctx, welcome(&ctx)).await.is_ok() {
+            if send_with_timeout(&mut conn, &ctx, welcome(&ctx))
+                .await
+                .is_ok()
+            {
                 tracing::debug!(peer = node_id, "peer connected");
                 // The map's consensus and the data layer's traffic; ends when the peer leaves.
                 let service = PeerService::new(ctx.raft.clone(), ctx.data.clone());
@@ -127,7 +130,10 @@ pub(crate) async fn serve_connection(
         let msg = "the node is still joining its cluster; try again".to_owned();
         return goodbye(&mut conn, &ctx, ErrorCode::Unavailable, msg).await;
     };
-    if send_with_timeout(&mut conn, &ctx, welcome(&ctx)).await.is_err() {
+    if send_with_timeout(&mut conn, &ctx, welcome(&ctx))
+        .await
+        .is_err()
+    {
         return;
     }
     tracing::debug!(forwarded, "client connected");

@@ -84,7 +84,10 @@ pub(crate) async fn forward(
         }
     };
     let (up, mut replies) = conn.register();
-    if let Err(e) = conn.send(ClientFrame::Request(Request { id: up, op })).await {
+    if let Err(e) = conn
+        .send(ClientFrame::Request(Request { id: up, op }))
+        .await
+    {
         conn.forget(up);
         let _ = out.send(unavailable(e.to_string())).await;
         return;

@@ -25,15 +25,19 @@
 //! - On shutdown stops accepting, says goodbye on every connection, and waits up to
 //!   [`Limits::shutdown_grace`] for requests in progress to finish.
 //!
-//! The file operations themselves are the [`Engine`](dfs_replication::Engine)'s.
+//! The file operations themselves are the [`Engine`](dfs_replication::Engine)'s. A node that
+//! is not a file's primary forwards the request to the primary and relays the answer.
+//! [`LocalCluster`] runs several nodes in one process, for examples and tests.
 
 mod config;
 mod connection;
 mod forward;
+mod local;
 mod server;
 
 pub use config::{Limits, NodeConfig, parse_cluster};
 pub use dfs_replication::{Member, Timing};
+pub use local::LocalCluster;
 pub use server::Node;
 
 /// Why a node could not start.

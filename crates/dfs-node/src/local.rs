@@ -47,10 +47,15 @@ impl LocalCluster {
         replication_factor: usize,
     ) -> Result<LocalCluster, NodeError> {
         if nodes == 0 {
-            return Err(NodeError::Config("a cluster needs at least one node".into()));
+            return Err(NodeError::Config(
+                "a cluster needs at least one node".into(),
+            ));
         }
         let ids = 1..=nodes as u64;
-        let data_dirs: Vec<PathBuf> = ids.clone().map(|id| dir.join(format!("node-{id}"))).collect();
+        let data_dirs: Vec<PathBuf> = ids
+            .clone()
+            .map(|id| dir.join(format!("node-{id}")))
+            .collect();
         // Only directories this call creates are removed before a retry.
         let existed: Vec<bool> = data_dirs.iter().map(|d| d.exists()).collect();
         let mut attempt = 1;

@@ -11,9 +11,9 @@ use dfs_store::StoreError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::Engine;
 use crate::engine::blocking;
 use crate::wire::{DataReply, DataRpc};
-use crate::Engine;
 
 /// How long a copy received as a whole is kept although the map does not list this node
 /// for it yet (its primary commits the new placement right after the copy).
@@ -27,10 +27,20 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 pub(crate) fn spawn_all(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
     let timing = engine.config.timing;
     vec![
-        every(engine, timing.lease_renew, |e| async move { e.renew_lease().await }),
-        every(engine, timing.lease_renew, |e| async move { e.watch_nodes().await }),
-        every(engine, timing.repair_interval, |e| async move { e.repair().await }),
-        every(engine, CLEANUP_INTERVAL, |e| async move { e.clean_up().await }),
+        every(engine, timing.lease_renew, |e| async move {
+            e.renew_lease().await
+        }),
+        every(engine, timing.lease_renew, |e| async move {
+            e.watch_nodes().await
+        }),
+        every(engine, timing.repair_interval, |e| async move {
+            e.repair().await
+        }),
+        every(
+            engine,
+            CLEANUP_INTERVAL,
+            |e| async move { e.clean_up().await },
+        ),
     ]
 }
 
@@ -113,14 +123,14 @@ impl Engine {
         }
         let now = Instant::now();
         let timing = self.config.timing;
-        let up: Vec<(NodeId, String)> = self.map.read(|s| {
+        let up: Vec<(NodeId, String, u64)> = self.map.read(|s| {
             s.nodes
                 .iter()
                 .filter(|(id, n)| n.up && **id != me)
-                .map(|(id, n)| (*id, n.addr.clone()))
+                .map(|(id, n)| (*id, n.addr.clone(), n.incarnation))
                 .collect()
         });
-        for (node, addr) in up {
+        for (node, addr, incarnation) in up {
             // A node never heard from since this node began to lead counts from then.
             let last = *self.heard.lock().entry(node).or_insert(now);
             let silent = now.duration_since(last);
@@ -131,8 +141,20 @@ impl Engine {
             if !down {
                 continue;
             }
-            tracing::warn!(node, silent_ms = silent.as_millis() as u64, "declaring a node down");
-            match self.propose(MapCommand::NodeDown { id: node }).await {
+            tracing::warn!(
+                node,
+                silent_ms = silent.as_millis() as u64,
+                "declaring a node down"
+            );
+            // Named by incarnation: had the node restarted (registered again) since this
+            // look at the map, it would have a fresh lease and must not be declared down.
+            match self
+                .propose(MapCommand::NodeDown {
+                    id: node,
+                    incarnation,
+                })
+                .await
+            {
                 Ok(_) => {
                     self.heard.lock().remove(&node);
                 }
@@ -232,7 +254,11 @@ impl Engine {
             match blocking(move || store.delete(id)).await {
                 Ok(()) | Err(crate::EngineError::Store(StoreError::NotFound(_))) => {
                     self.synced.lock().remove(&id);
-                    tracing::info!(name = meta.name, file_id = id, "removed a copy the map no longer gives this node");
+                    tracing::info!(
+                        name = meta.name,
+                        file_id = id,
+                        "removed a copy the map no longer gives this node"
+                    );
                 }
                 Err(e) => tracing::debug!(name = meta.name, error = %e, "could not remove a copy"),
             }

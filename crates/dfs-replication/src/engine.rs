@@ -8,9 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole, PeerNetwork};
 use dfs_placement::{NodeId, Placement, place};
-use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry, WriteAck,
     validate_prefix,
@@ -19,6 +16,9 @@ use dfs_store::{
     DedupKey, FileId, FileMeta, LockManager, Snapshot, Store, StoreError, WriteOutcome,
 };
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::{BodyStream, EngineError};
 
@@ -159,7 +159,9 @@ pub struct Engine {
     pub(crate) synced: Mutex<HashMap<FileId, u64>>,
     /// Transfers from primaries in progress here.
     pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
-    /// Whole copies received lately: kept even before the map lists this node for them.
+    /// Whole copies received lately, and at start-up the copies of live files whose
+    /// replica sets do not list this node: kept for a grace period, as the map may be about
+    /// to list this node for them.
     pub(crate) installed: Mutex<HashMap<FileId, Instant>>,
     /// On the leader: when each node last asked for its lease.
     pub(crate) heard: Mutex<HashMap<NodeId, Instant>>,
@@ -177,8 +179,9 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// An engine over `store` and the cluster `map`. Brings the store in line with the map
-    /// first: a store file the map does not list for this node is a leftover of a delete
-    /// interrupted by a crash (the map commits first) and is removed, except when the map
+    /// first: a store file whose id the map no longer has is a leftover of a delete
+    /// interrupted by a crash (the map commits first) and is removed (a copy of a live file
+    /// whose replica set does not list this node is left to the clean-up), except when the map
     /// was created by this start, when the store's files are adopted into it (a data
     /// directory from the one-node release, which kept names only in the store).
     ///
@@ -222,12 +225,21 @@ impl Engine {
     async fn reconcile(&self) -> Result<(), EngineError> {
         let me = self.config.node_id;
         for meta in self.store.files() {
-            let listed = self.map.read(|s| {
-                s.files
-                    .get(&meta.name)
-                    .is_some_and(|p| p.file_id == meta.id && p.holds(me))
+            let (exists, listed) = self.map.read(|s| match s.files.get(&meta.name) {
+                Some(p) if p.file_id == meta.id => (true, p.holds(me)),
+                _ => (false, false),
             });
             if listed {
+                continue;
+            }
+            if exists {
+                // The file lives on but not here: this node left its replica set, or it
+                // was being added to it (a whole copy arrived, the new placement is not
+                // committed yet). The clean-up removes it if it is still not listed after
+                // the grace period.
+                self.installed
+                    .lock()
+                    .insert(meta.id, tokio::time::Instant::now());
                 continue;
             }
             if self.map.freshly_initialized() && self.map.lookup(&meta.name).is_none() {
@@ -506,6 +518,13 @@ impl Engine {
         };
         let (store, id) = (self.store.clone(), placement.file_id);
         let snapshot = blocking(move || store.snapshot(id)).await?;
+        // The read takes effect at the snapshot, which must be taken under this node's
+        // lease: once it has run out, another node may have become the primary.
+        if !self.holds_lease() {
+            return Err(EngineError::Unavailable(
+                "this node's lease ran out during the read; try again".into(),
+            ));
+        }
         Ok((placement, snapshot))
     }
 

@@ -33,8 +33,8 @@ mod wire;
 
 pub use body::{BODY_CHUNK_TIMEOUT, BodyStream, BodyTx};
 pub use engine::{Engine, EngineConfig, Member, ReadHandle, Timing, WriteMode};
-pub use replica::DataService;
 pub use error::EngineError;
+pub use replica::DataService;
 
 #[cfg(test)]
 mod test;

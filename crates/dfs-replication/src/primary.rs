@@ -35,9 +35,9 @@ impl Engine {
         match placement.primary() {
             Some(p) if p == self.config.node_id => Ok(()),
             Some(p) => {
-                let addr = self.node_addr(p).ok_or_else(|| {
-                    EngineError::Unavailable(format!("no address for node {p}"))
-                })?;
+                let addr = self
+                    .node_addr(p)
+                    .ok_or_else(|| EngineError::Unavailable(format!("no address for node {p}")))?;
                 Err(EngineError::Redirect { node: p, addr })
             }
             None => Err(EngineError::Unavailable("the file has no replica".into())),
@@ -77,7 +77,9 @@ impl Engine {
 
     /// Whether this node's lease is valid now.
     pub(crate) fn holds_lease(&self) -> bool {
-        self.lease.lock().is_some_and(|until| Instant::now() < until)
+        self.lease
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// The address of node `id` in the map (or the configuration).
@@ -296,9 +298,10 @@ impl Engine {
     ) -> Result<(), Outcome> {
         let id = placement.file_id;
         let store = self.store.clone();
-        let (snapshot, dedup) = blocking(move || Ok((store.snapshot(id)?, store.dedup_entries(id)?)))
-            .await
-            .map_err(|e| Outcome::Failed(format!("reading the local copy: {e}")))?;
+        let (snapshot, dedup) =
+            blocking(move || Ok((store.snapshot(id)?, store.dedup_entries(id)?)))
+                .await
+                .map_err(|e| Outcome::Failed(format!("reading the local copy: {e}")))?;
         let meta = snapshot.meta().clone();
         let transfer = rand::random::<u64>();
         let snapshot = std::sync::Arc::new(snapshot);
@@ -352,7 +355,12 @@ impl Engine {
             match self.call(node, &rpc).await {
                 Ok(DataReply::Staged) if !last => {}
                 Ok(DataReply::Committed(copy)) if last && copy.checksum == meta.checksum => {
-                    tracing::info!(name, node, version = meta.version, "copied a file to a replica");
+                    tracing::info!(
+                        name,
+                        node,
+                        version = meta.version,
+                        "copied a file to a replica"
+                    );
                     return Ok(());
                 }
                 other => {
@@ -406,7 +414,12 @@ impl Engine {
                 Outcome::Failed(why) => why.as_str(),
                 _ => "its copy could not be brought in line",
             };
-            tracing::warn!(name, node, why, "a replica failed; removing it from the file");
+            tracing::warn!(
+                name,
+                node,
+                why,
+                "a replica failed; removing it from the file"
+            );
         }
         let keep: Vec<NodeId> = placement
             .replicas
@@ -432,8 +445,8 @@ impl Engine {
                 )));
             }
         };
-        let covered = now.primary() == Some(me)
-            && now.replicas.iter().all(|r| *r == me || same.contains(r));
+        let covered =
+            now.primary() == Some(me) && now.replicas.iter().all(|r| *r == me || same.contains(r));
         if !covered {
             return Err(EngineError::Unavailable(format!(
                 "a replica of {name:?} failed and the placement moved on; try again"
@@ -528,5 +541,3 @@ fn classify(reply: Result<DataReply, String>) -> Outcome {
         Err(why) => Outcome::Failed(why),
     }
 }
-
-

@@ -178,7 +178,9 @@ impl Engine {
                                 Err(e) => return Err(e),
                             }
                         }
-                        Err(StoreError::NotFound(_)) => return Ok(Err(DataReply::Behind { version: 0 })),
+                        Err(StoreError::NotFound(_)) => {
+                            return Ok(Err(DataReply::Behind { version: 0 }));
+                        }
                         Err(e) => return Err(e),
                     };
                     if version != base {
@@ -245,11 +247,13 @@ impl Engine {
         }
         let id = staged.file_id;
         let committed = match staged.kind.clone() {
-            TransferKind::Write { key, .. } => blocking(move || txn.commit(key)).await.map(|o| CopyState {
-                version: o.version,
-                size: o.size,
-                checksum: o.checksum,
-            }),
+            TransferKind::Write { key, .. } => {
+                blocking(move || txn.commit(key)).await.map(|o| CopyState {
+                    version: o.version,
+                    size: o.size,
+                    checksum: o.checksum,
+                })
+            }
             TransferKind::Install { state } => {
                 let Txn::Put(put) = txn else {
                     return DataReply::Failed("an install is a put".into());

@@ -93,7 +93,10 @@ async fn every_operation_on_one_node() {
     let (list, next) = e.list("a/", None, 10).await.expect("list");
     assert_eq!(list.len(), 1);
     assert!(next.is_none());
-    assert_eq!(e.table(None, 10).await.expect("table").0[0].replicas, vec![1]);
+    assert_eq!(
+        e.table(None, 10).await.expect("table").0[0].replicas,
+        vec![1]
+    );
     e.delete("a/b.txt", tag(6)).await.expect("delete");
     assert_eq!(
         e.stat("a/b.txt").await.expect_err("gone").code(),

@@ -582,7 +582,12 @@ impl Store {
         let state = self.inner.state(id)?;
         let mut st = state.lock();
         let live = st.live(id)?;
-        Ok(live.header.dedup.iter().map(|e| (e.key, e.outcome)).collect())
+        Ok(live
+            .header
+            .dedup
+            .iter()
+            .map(|e| (e.key, e.outcome))
+            .collect())
     }
 
     /// Starts a streaming put (whole replacement) into a temp file; the transaction owns the

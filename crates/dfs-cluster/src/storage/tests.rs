@@ -66,7 +66,10 @@ fn commands() -> Vec<MapCommand> {
             file_id: 11,
             replicas: vec![9],
         },
-        MapCommand::NodeDown { id: 2 },
+        MapCommand::NodeDown {
+            id: 2,
+            incarnation: 1,
+        },
         MapCommand::SetReplicas {
             name: "a".into(),
             file_id: 10,
