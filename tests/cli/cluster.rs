@@ -1,7 +1,8 @@
 //! Three real `dfs-server` processes on loopback ports, driven by the real `dfs-client`:
 //! every operation through every node, concurrent appends through different nodes, SIGKILL
 //! of replica holders with failover and catch-up, changes made while a node is down, a full
-//! restart, and replication factors 1 and 3.
+//! restart, replication factors 1 and 3, and the client library failing over with
+//! exactly-once retries while the primary of the file it appends to is killed.
 //!
 //! The harness keeps a model of what every file must hold. What must happen eventually (a
 //! leader, a failover, a catch-up, a node marked down) is polled with a deadline, never
@@ -15,8 +16,12 @@ use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dfs::client::{Client, ClientConfig, ClientError};
+use futures::future::join_all;
 use serde_json::Value;
 
 use crate::util::{client_cmd, fails, ok, run_with_stdin, welcomes};
@@ -981,5 +986,85 @@ fn replication_factor_one_and_three() {
     c.check_all(&live);
     c.append(&live, "r3/1", "appended with node 1 down\n");
     c.put(&[3], "r3/2", b"replaced with node 1 down\n");
+    c.check_all(&live);
+}
+
+/// The line writer `w` appends as its `seq`th record in the library failover test.
+fn line(w: u64, seq: u64) -> String {
+    format!("w{w}-s{seq:03}\n")
+}
+
+#[test]
+fn the_library_fails_over_and_retries_exactly_once() {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 30;
+    let mut c = Cluster::start(2);
+    c.create(&[1], "log");
+    let primary = c.replicas(1, "log")[0];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut config = ClientConfig::new(IDS.iter().map(|id| c.node(*id).addr.clone()));
+    config.retry_deadline = FAILOVER_DEADLINE;
+    let client = rt
+        .block_on(Client::with_config(config))
+        .expect("client connects");
+
+    // Writers append their numbered lines one after another, each waiting for its ack.
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (client, acked) = (client.clone(), acked.clone());
+            rt.spawn(async move {
+                for seq in 0..EACH {
+                    client.append("log", line(w, seq)).await?;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok::<(), ClientError>(())
+            })
+        })
+        .collect();
+
+    // The file's primary dies with a third of the appends acknowledged, others in flight.
+    c.wait_for("a third of the appends", START_DEADLINE, || {
+        let n = acked.load(Ordering::SeqCst);
+        if n >= WRITERS * EACH / 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} acknowledged"))
+        }
+    });
+    c.kill(primary);
+    for (w, writer) in rt.block_on(join_all(writers)).into_iter().enumerate() {
+        match writer {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => c.fail(&format!("writer {w} failed across the failover: {e}")),
+            Err(e) => c.fail(&format!("writer {w} panicked: {e}")),
+        }
+    }
+
+    // Every line once, each writer's in its order, nothing else.
+    let content = rt
+        .block_on(client.read("log", 0, None))
+        .unwrap_or_else(|e| c.fail(&format!("read after the failover: {e}")));
+    let text = String::from_utf8_lossy(&content).into_owned();
+    let mut next = vec![0u64; WRITERS as usize];
+    for l in text.lines() {
+        let parsed = l
+            .strip_prefix('w')
+            .and_then(|l| l.split_once("-s"))
+            .and_then(|(w, s)| Some((w.parse::<usize>().ok()?, s.parse::<u64>().ok()?)));
+        match parsed {
+            Some((w, seq)) if w < next.len() && seq == next[w] => next[w] += 1,
+            _ => c.fail(&format!("line {l:?} is torn, repeated or out of order in:\n{text}")),
+        }
+    }
+    assert_eq!(next, vec![EACH; WRITERS as usize], "lines per writer");
+    drop(client);
+    drop(rt);
+    let live = others(&[primary]);
+    c.files.insert("log".to_owned(), content.to_vec());
     c.check_all(&live);
 }
