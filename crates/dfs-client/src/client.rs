@@ -16,6 +16,10 @@ use tokio::time::Instant;
 use crate::ClientError;
 use crate::connection::{Connection, Replies, from_wire, lost};
 
+/// The longest pause between two attempts of a request (the pause starts at 20 ms and
+/// doubles): short, so a request goes through soon after a failover (well under a second).
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
 /// How a [`Client`] finds nodes and how long it waits for them.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -487,7 +491,7 @@ impl Client {
                 Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
                     tracing::debug!(error = %e, ?backoff, "retrying on another node");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
                 other => return other,
             }

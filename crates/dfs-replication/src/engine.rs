@@ -80,7 +80,7 @@ impl Default for Timing {
         Self {
             lease: Duration::from_millis(1000),
             lease_renew: Duration::from_millis(200),
-            probe_after: Duration::from_millis(500),
+            probe_after: Duration::from_millis(300),
             failure_timeout: Duration::from_millis(3000),
             peer_timeout: Duration::from_secs(5),
             repair_interval: Duration::from_millis(500),
