@@ -1058,7 +1058,9 @@ fn the_library_fails_over_and_retries_exactly_once() {
             .and_then(|(w, s)| Some((w.parse::<usize>().ok()?, s.parse::<u64>().ok()?)));
         match parsed {
             Some((w, seq)) if w < next.len() && seq == next[w] => next[w] += 1,
-            _ => c.fail(&format!("line {l:?} is torn, repeated or out of order in:\n{text}")),
+            _ => c.fail(&format!(
+                "line {l:?} is torn, repeated or out of order in:\n{text}"
+            )),
         }
     }
     assert_eq!(next, vec![EACH; WRITERS as usize], "lines per writer");

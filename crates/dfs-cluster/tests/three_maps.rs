@@ -199,7 +199,10 @@ async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
     let read = leader_node.map.linearizable_lookup("dir/a").await;
     assert_eq!(read.expect("read").map(|p| p.file_id), Some(11));
     let read = follower.map.linearizable_lookup("dir/a").await;
-    assert_eq!(read.expect("a follower's read").map(|p| p.file_id), Some(11));
+    assert_eq!(
+        read.expect("a follower's read").map(|p| p.file_id),
+        Some(11)
+    );
     match follower.map.read_index().await {
         Err(ClusterError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
         other => panic!("a follower's read index: {other:?}"),

@@ -724,49 +724,55 @@ proptest! {
 
 #[test]
 fn install_copies_content_version_and_dedup_table() {
-    let dir = TempDir::new().unwrap();
+    let dir = TempDir::new().expect("tempdir");
     let (store, _) = open_in(&dir, true);
     let key = DedupKey {
         client_id: 7,
         seq: 1,
     };
-    store.create(1, "source").unwrap();
-    store.append(1, b"hello ", Some(key)).unwrap();
-    let source = store.append(1, b"world", None).unwrap();
-    let dedup = store.dedup_entries(1).unwrap();
+    store.create(1, "source").expect("create");
+    store.append(1, b"hello ", Some(key)).expect("append");
+    let source = store.append(1, b"world", None).expect("append");
+    let dedup = store.dedup_entries(1).expect("dedup entries");
     assert_eq!(dedup.len(), 1);
 
     // Into a file that does not exist yet, in two chunks.
-    let mut txn = store.begin_install(2, "copy").unwrap();
-    txn.write(b"hello ").unwrap();
-    txn.write(b"world").unwrap();
+    let mut txn = store.begin_install(2, "copy").expect("begin install");
+    txn.write(b"hello ").expect("write");
+    txn.write(b"world").expect("write");
     let state = InstallState {
         version: source.version,
         modified_ms: 42,
         dedup: dedup.clone(),
     };
-    let meta = store.begin_install(2, "copy").map(|_| ()).unwrap_err();
+    let meta = store
+        .begin_install(2, "copy")
+        .map(|_| ())
+        .expect_err("a second install while one is open");
     assert!(matches!(meta, StoreError::Busy(2)), "one writer at a time");
-    let meta = txn.commit_install(state.clone()).unwrap();
+    let meta = txn.commit_install(state.clone()).expect("commit install");
     assert_eq!((meta.version, meta.size), (2, 11));
     assert_eq!(meta.checksum, source.checksum);
     assert_eq!(meta.modified_ms, 42);
-    assert_eq!(store.read(2).unwrap(), b"hello world");
+    assert_eq!(store.read(2).expect("read"), b"hello world");
     // The copied dedup table answers the retry of the write it remembers.
-    let retry = store.append(2, b"hello ", Some(key)).unwrap();
+    let retry = store.append(2, b"hello ", Some(key)).expect("append");
     assert!(retry.duplicate);
     assert_eq!(retry.version, 1);
 
     // Over an existing file, replacing whatever it held; survives a reopen.
-    let mut txn = store.begin_install(2, "copy").unwrap();
-    txn.write(b"older").unwrap();
+    let mut txn = store.begin_install(2, "copy").expect("begin install");
+    txn.write(b"older").expect("write");
     let state = InstallState {
         version: 1,
         ..state
     };
-    assert_eq!(txn.commit_install(state).unwrap().version, 1);
+    assert_eq!(
+        txn.commit_install(state).expect("commit install").version,
+        1
+    );
     drop(store);
     let (store, _) = open_in(&dir, true);
-    assert_eq!(store.read(2).unwrap(), b"older");
-    assert_eq!(store.meta(2).unwrap().version, 1);
+    assert_eq!(store.read(2).expect("read"), b"older");
+    assert_eq!(store.meta(2).expect("meta").version, 1);
 }
