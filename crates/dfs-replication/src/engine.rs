@@ -541,7 +541,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (rows, next) = self.page(prefix, start_after, limit);
-        let metas = self.metas_of(&rows).await;
+        let metas = self.metas_of(&rows).await?;
         let entries = rows
             .into_iter()
             .zip(metas)

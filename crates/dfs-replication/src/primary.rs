@@ -57,7 +57,7 @@ impl Engine {
     }
 
     /// Waits up to one lease period for this node to hold a lease.
-    async fn wait_for_lease(&self) -> Result<(), EngineError> {
+    pub(crate) async fn wait_for_lease(&self) -> Result<(), EngineError> {
         let deadline = Instant::now() + self.config.timing.lease;
         loop {
             if self.stopping.load(Ordering::SeqCst) {
@@ -480,54 +480,50 @@ impl Engine {
     }
 
     /// Sizes and versions for a page of a listing: from this node's copies where it is
-    /// the primary, from the primaries otherwise (one message per node). A file whose
-    /// primary does not answer is listed with what this node knows (or 0 and 0).
+    /// the primary, from the primaries otherwise (one message per node). `None` for a
+    /// file whose copy is damaged on its primary (left out of the listing).
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` if a primary does not answer (during a failover): the listing is
+    /// retried rather than showing sizes that may be stale.
     pub(crate) async fn metas_of(
         &self,
         rows: &[(String, FileId, Placement)],
-    ) -> Vec<Option<(u64, u64)>> {
-        let me = self.config.node_id;
+    ) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
         let mut by_node: std::collections::BTreeMap<NodeId, Vec<usize>> = Default::default();
         for (i, (_, _, p)) in rows.iter().enumerate() {
-            if let Some(primary) = p.primary().filter(|p| *p != me) {
-                by_node.entry(primary).or_default().push(i);
-            }
+            let primary = p.primary().ok_or_else(|| {
+                EngineError::Unavailable(format!("{:?} has no replica", rows[i].0))
+            })?;
+            by_node.entry(primary).or_default().push(i);
         }
-        let store = self.store.clone();
-        let ids: Vec<FileId> = rows.iter().map(|(_, id, _)| *id).collect();
-        let mut metas: Vec<Option<(u64, u64)>> = tokio::task::spawn_blocking(move || {
-            ids.iter()
-                .map(|id| match store.meta(*id) {
-                    Ok(m) => Some((m.size, m.version)),
-                    Err(StoreError::NotFound(_)) => Some((0, 0)),
-                    // Damaged here: left out when this node is the primary.
-                    Err(_) => None,
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_else(|_| vec![Some((0, 0)); rows.len()]);
         let asks = by_node.into_iter().map(|(node, idx)| async move {
-            let rpc = DataRpc::Metas {
-                ids: idx.iter().map(|&i| rows[i].1).collect(),
+            let ids = idx.iter().map(|&i| rows[i].1).collect();
+            let reply = if node == self.config.node_id {
+                Ok(self.metas(ids).await)
+            } else {
+                self.call(node, &DataRpc::Metas { ids }).await
             };
-            (idx, self.call(node, &rpc).await)
+            (node, idx, reply)
         });
-        for (idx, reply) in join_all(asks).await {
+        let mut metas = vec![None; rows.len()];
+        for (node, idx, reply) in join_all(asks).await {
             match reply {
                 Ok(DataReply::Metas(found)) if found.len() == idx.len() => {
                     for (i, m) in idx.into_iter().zip(found) {
-                        metas[i] = Some(m.unwrap_or((0, 0)));
+                        metas[i] = m;
                     }
                 }
-                _ => {
-                    for i in idx {
-                        metas[i] = Some(metas[i].unwrap_or((0, 0)));
-                    }
+                other => {
+                    return Err(EngineError::Unavailable(format!(
+                        "node {node}, the primary of {} listed files, did not answer: {other:?}",
+                        idx.len()
+                    )));
                 }
             }
         }
-        metas
+        Ok(metas)
     }
 }
 

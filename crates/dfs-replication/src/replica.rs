@@ -79,34 +79,45 @@ impl Engine {
                 file_id,
                 epoch,
             } => self.probe(&name, file_id, epoch).await,
-            DataRpc::Metas { ids } => {
-                let store = self.store.clone();
-                let me = self.config.node_id;
-                let asked: std::collections::HashSet<FileId> = ids.iter().copied().collect();
-                let mine: std::collections::HashSet<FileId> = self.map.read(|s| {
-                    s.files
-                        .iter()
-                        .filter(|(_, p)| asked.contains(&p.file_id) && p.primary() == Some(me))
-                        .map(|(_, p)| p.file_id)
-                        .collect()
-                });
-                let primary_of: Vec<bool> = ids.iter().map(|id| mine.contains(id)).collect();
-                let metas = tokio::task::spawn_blocking(move || {
-                    ids.iter()
-                        .zip(primary_of)
-                        .map(|(id, mine)| {
-                            store
-                                .meta(*id)
-                                .ok()
-                                .filter(|_| mine)
-                                .map(|m| (m.size, m.version))
-                        })
-                        .collect()
+            DataRpc::Metas { ids } => self.metas(ids).await,
+        }
+    }
+
+    /// Sizes and versions of files this node is the primary of, for a listing: `None`
+    /// for a copy damaged or lost here (left out of the listing). Refused (the listing is
+    /// retried) unless this node holds a lease and is the primary of every one of them.
+    pub(crate) async fn metas(&self, ids: Vec<FileId>) -> DataReply {
+        let me = self.config.node_id;
+        let asked: std::collections::HashSet<FileId> = ids.iter().copied().collect();
+        let first_epoch: std::collections::HashMap<FileId, bool> = self.map.read(|s| {
+            s.files
+                .iter()
+                .filter(|(_, p)| asked.contains(&p.file_id) && p.primary() == Some(me))
+                .map(|(_, p)| (p.file_id, p.epoch == 1))
+                .collect()
+        });
+        if self.wait_for_lease().await.is_err() || first_epoch.len() != asked.len() {
+            return DataReply::Failed(format!(
+                "node {me} is not the primary of every file asked for (or holds no lease)"
+            ));
+        }
+        let store = self.store.clone();
+        let metas = tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| match store.meta(*id) {
+                    Ok(m) => Some((m.size, m.version)),
+                    // Never written: a copy is made on first use, at the first epoch only.
+                    Err(StoreError::NotFound(_)) if first_epoch.get(id) == Some(&true) => {
+                        Some((0, 0))
+                    }
+                    Err(_) => None,
                 })
-                .await
-                .unwrap_or_default();
-                DataReply::Metas(metas)
-            }
+                .collect()
+        })
+        .await;
+        match metas {
+            Ok(metas) => DataReply::Metas(metas),
+            Err(e) => DataReply::Failed(format!("reading metadata: {e}")),
         }
     }
 
