@@ -1,23 +1,25 @@
 //! `create`: makes an empty file, then shows that creating the same name again fails with
 //! [`ClientError::AlreadyExists`].
 //!
-//! Starts its own one-node cluster in a temporary directory (which also shows how to embed
-//! a node), so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory
+//! (which also shows how to embed a cluster), so no server is needed:
 //!
 //! ```sh
 //! cargo run --example create
 //! ```
 
-use dfs::client::{Client, ClientError};
-use dfs::node::{Node, NodeConfig};
+use dfs::client::ClientError;
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
+    // The new file is placed on two of the three nodes, primary first.
     let info = client.create("notes/today.txt").await?;
     println!(
         "created {}: {} bytes, version {}, replicas {:?}",
@@ -31,6 +33,6 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("expected AlreadyExists, got {other:?}"),
     }
 
-    node.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }

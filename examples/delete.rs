@@ -1,28 +1,32 @@
 //! `delete`: removes a file from every replica and from the placement table; afterwards
 //! every operation on the name fails with [`ClientError::NotFound`].
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example delete
 //! ```
 
-use dfs::client::{Client, ClientError};
-use dfs::node::{Node, NodeConfig};
+use dfs::client::ClientError;
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
     client.put("tmp/scratch.txt", "short-lived\n").await?;
+    let replicas = client.stat("tmp/scratch.txt").await?.replicas;
     println!(
-        "before: {} file(s) under tmp/",
+        "before: {} file(s) under tmp/, tmp/scratch.txt on nodes {replicas:?}",
         client.list("tmp/").await?.len()
     );
 
+    // One call removes it from both replicas.
     client.delete("tmp/scratch.txt").await?;
     println!("deleted tmp/scratch.txt");
     println!(
@@ -43,6 +47,6 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("expected NotFound, got {other:?}"),
     }
 
-    node.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }

@@ -1,23 +1,24 @@
 //! `list`: every file whose name starts with a prefix, sorted by name, with its size and
 //! version. The client follows the pages of a long listing for you.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example list
 //! ```
 
-use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
-    // Files under two prefixes.
+    // Files under two prefixes, spread over the three nodes.
     client.append("logs/app.log", "started\n").await?;
     client.append("logs/app.log", "stopped\n").await?;
     client.put("logs/db.log", "opened\n").await?;
@@ -25,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     client.put("photos/cat.jpg", vec![0u8; 4096]).await?;
     client.put("photos/dog.jpg", vec![0u8; 8192]).await?;
 
+    // A listing covers the whole cluster, whichever nodes hold the files.
     println!("files under logs/:");
     for entry in client.list("logs/").await? {
         println!(
@@ -34,6 +36,6 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("files in all: {}", client.list("").await?.len());
 
-    node.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }

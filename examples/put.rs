@@ -2,21 +2,22 @@
 //! memory with `put` or from any `AsyncRead` with `put_stream`, which streams a file of any
 //! size through bounded memory.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example put
 //! ```
 
-use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
     // From memory: the second put replaces the first; readers see one or the other.
     client.put("config.toml", "threads = 4\n").await?;
@@ -41,6 +42,13 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(client.read("images/upload.bin", 0, None).await? == data);
     println!("read back and compared: identical");
 
-    node.shutdown().await;
+    // Acknowledged puts are on both replicas, with the same checksum.
+    let info = client.stat("images/upload.bin").await?;
+    println!(
+        "images/upload.bin is on nodes {:?}, crc32c {:08x}",
+        info.replicas, info.checksum
+    );
+
+    cluster.shutdown().await;
     Ok(())
 }

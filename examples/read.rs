@@ -1,21 +1,24 @@
 //! `read`: reads a whole file or a byte range into memory, or streams it into any
-//! `AsyncWrite` with `read_to`. A read is a consistent snapshot of the file.
+//! `AsyncWrite` with `read_to`. A read is a consistent snapshot of the file, and any node
+//! answers it: a node that is not the file's primary forwards the read to the primary.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example read
 //! ```
 
 use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
     client
         .put("greeting.txt", "hello, distributed world\n")
@@ -41,6 +44,26 @@ async fn main() -> anyhow::Result<()> {
         info.name, info.version, info.checksum
     );
 
-    node.shutdown().await;
+    // A client that knows only one node gets the same bytes from each of the three: the
+    // primary serves the read, the other two forward it to the primary.
+    let primary = info.replicas.first().copied();
+    for (id, addr) in (1..).zip(cluster.addrs()) {
+        let one_node = Client::connect([addr.as_str()]).await?;
+        let bytes = one_node.read("greeting.txt", 0, None).await?;
+        anyhow::ensure!(bytes == all, "node {id} returned different bytes");
+        let how = if primary == Some(id) {
+            "primary, serves it"
+        } else if info.replicas.contains(&id) {
+            "backup, forwards"
+        } else {
+            "no replica, forwards"
+        };
+        println!(
+            "via node {id} only ({addr}, {how}): {} bytes, identical",
+            bytes.len()
+        );
+    }
+
+    cluster.shutdown().await;
     Ok(())
 }

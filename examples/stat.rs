@@ -1,7 +1,8 @@
 //! `stat`: a file's size, version, replicas, CRC-32C checksum and modification time,
 //! without reading its content.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example stat
@@ -9,15 +10,15 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
     client.create("notes/todo.txt").await?;
     client.append("notes/todo.txt", "buy milk\n").await?;
@@ -29,7 +30,6 @@ async fn main() -> anyhow::Result<()> {
     println!("size:     {} bytes", info.size);
     println!("version:  {} (writes since create)", info.version);
     println!("checksum: {:08x} (CRC-32C)", info.checksum);
-    println!("replicas: {:?} (primary first)", info.replicas);
     println!("file id:  {:016x}", info.file_id);
     let age = modified.elapsed().unwrap_or_default();
     println!(
@@ -38,6 +38,17 @@ async fn main() -> anyhow::Result<()> {
         age.as_millis()
     );
 
-    node.shutdown().await;
+    // Two of the three nodes hold it; the primary orders its writes and serves its reads.
+    println!("replicas: {:?} (primary first)", info.replicas);
+    for (id, addr) in (1..).zip(cluster.addrs()) {
+        let role = match info.replicas.iter().position(|&r| r == id) {
+            Some(0) => "primary",
+            Some(_) => "backup",
+            None => "-",
+        };
+        println!("  node {id} at {addr:<16} {role}");
+    }
+
+    cluster.shutdown().await;
     Ok(())
 }

@@ -1,22 +1,25 @@
 //! `status`: the cluster as the answering node sees it: every member's address, whether it
 //! is up and its role, plus the cluster map's leader, term and replication factor.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example status
 //! ```
 
 use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
+    // One node's view: every member, and the map's leader and term.
     let status = client.status().await?;
     let leader = status
         .leader
@@ -36,6 +39,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    node.shutdown().await;
+    // Every node agrees on who leads the map, in which term.
+    for (id, addr) in (1..).zip(cluster.addrs()) {
+        let seen = Client::connect([addr]).await?.status().await?;
+        let leader = seen
+            .leader
+            .map_or_else(|| "unknown".to_owned(), |id| format!("node {id}"));
+        println!("node {id} sees leader {leader}, term {}", seen.term);
+    }
+
+    cluster.shutdown().await;
     Ok(())
 }

@@ -1,40 +1,63 @@
 //! `table`: the replica-placement table, which maps every file to the nodes holding it
 //! (primary first) and to the id its bytes are stored under.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example table
 //! ```
 
-use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
-    for name in ["a.txt", "docs/readme.md", "logs/app.log"] {
+    for name in [
+        "a.txt",
+        "b.txt",
+        "docs/readme.md",
+        "logs/app.log",
+        "logs/db.log",
+    ] {
         client.put(name, format!("content of {name}\n")).await?;
     }
 
+    // Each file is on two of the three nodes: its primary, then its backup.
     let table = client.table().await?;
     println!("{} file(s) placed:", table.len());
     println!(
-        "  {:<16} {:<18} {:<10} epoch",
-        "name", "file id", "replicas"
+        "  {:<16} {:<18} {:<8} {:<7} epoch",
+        "name", "file id", "primary", "backup"
     );
-    for entry in table {
-        let replicas = format!("{:?}", entry.replicas);
+    for entry in &table {
+        let node = |i: usize| {
+            entry
+                .replicas
+                .get(i)
+                .map_or("-".to_owned(), |id| format!("node {id}"))
+        };
         println!(
-            "  {:<16} {:016x}   {:<10} {}",
-            entry.name, entry.file_id, replicas, entry.epoch
+            "  {:<16} {:016x}   {:<8} {:<7} {}",
+            entry.name,
+            entry.file_id,
+            node(0),
+            node(1),
+            entry.epoch
         );
     }
 
-    node.shutdown().await;
+    // How the files spread over the nodes.
+    for (id, addr) in (1..).zip(cluster.addrs()) {
+        let held = table.iter().filter(|e| e.replicas.contains(&id)).count();
+        println!("node {id} ({addr}) holds {held} file(s)");
+    }
+
+    cluster.shutdown().await;
     Ok(())
 }

@@ -1,23 +1,25 @@
 //! `write` (append): adds bytes to the end of a file, creating it if missing. Each append
 //! is applied whole and exactly once, even when the client retries it on another node.
 //!
-//! Starts its own one-node cluster in a temporary directory, so no server is needed:
+//! Starts its own three-node cluster (replication factor R=2) in a temporary directory, so
+//! no server is needed:
 //!
 //! ```sh
 //! cargo run --example write
 //! ```
 
-use dfs::client::Client;
-use dfs::node::{Node, NodeConfig};
+use dfs::node::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A node in this process, on a free port, keeping its data in a temporary directory.
+    // Three nodes in this process on free loopback ports, keeping two replicas of every
+    // file, each with its data in `dir/node-{id}`; the client knows all three addresses.
     let dir = tempfile::tempdir()?;
-    let node = Node::start(NodeConfig::single(dir.path(), "127.0.0.1:0")).await?;
-    let client = Client::connect([node.local_addr().to_string()]).await?;
+    let cluster = LocalCluster::start(dir.path(), 3, 2).await?;
+    let client = cluster.client().await?;
 
-    // The first append creates the file; the others add to its end.
+    // The first append creates the file; the others add to its end. Each is acknowledged
+    // once both replicas have applied it.
     for line in ["started\n", "request served\n", "stopped\n"] {
         let ack = client.append("logs/app.log", line).await?;
         println!(
@@ -38,12 +40,14 @@ async fn main() -> anyhow::Result<()> {
         ack.size
     );
 
+    let info = client.stat("logs/app.log").await?;
     let content = client.read("logs/app.log", 0, None).await?;
     print!(
-        "logs/app.log now holds:\n{}",
+        "logs/app.log (on nodes {:?}) now holds:\n{}",
+        info.replicas,
         String::from_utf8_lossy(&content)
     );
 
-    node.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }
