@@ -1070,3 +1070,24 @@ fn the_library_fails_over_and_retries_exactly_once() {
     c.files.insert("log".to_owned(), content.to_vec());
     c.check_all(&live);
 }
+
+#[test]
+fn a_file_created_but_never_written_survives_its_primary() {
+    let mut c = Cluster::start(2);
+    c.create(&[1], "empty");
+    c.create(&[2], "kept-empty");
+    let holders = c.replicas(1, "empty");
+    let primary = holders[0];
+    let live = others(&[primary]);
+
+    // No replica ever made a copy of it: the new primary knows it is the empty file.
+    c.kill(primary);
+    c.check_all(&live);
+    c.append(&live, "empty", "first words\n");
+    c.check_all(&live);
+
+    // Back, the old primary serves neither an old copy nor a missing one.
+    c.restart(&[primary]);
+    c.wait_replicated(primary);
+    c.check_all(&IDS);
+}

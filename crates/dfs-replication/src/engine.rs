@@ -674,33 +674,42 @@ impl Engine {
         }
     }
 
-    /// The local copy of file `id` as a primary at `placement` serves it. A copy missing
-    /// here is made empty only while the file can hold nothing else: at its first epoch
-    /// (the map commits a create before any replica makes its copy); a copy lost later is
-    /// an error, never an empty file.
+    /// The local copy of file `id` as a primary at `placement` serves it, once synced. A
+    /// copy missing here is made empty only while the file can hold nothing else: at its
+    /// first epoch (the map commits a create before any replica makes its copy); later,
+    /// the sync decides (see `ensure_synced`), so a copy missing then is an error.
     pub(crate) async fn local_meta(
         &self,
         name: &str,
         placement: &Placement,
     ) -> Result<FileMeta, EngineError> {
         let store = self.store.clone();
-        let (id, first) = (placement.file_id, placement.epoch == 1);
+        let id = placement.file_id;
+        match blocking(move || store.meta(id)).await {
+            Err(EngineError::Store(StoreError::NotFound(_))) if placement.epoch == 1 => {
+                self.make_empty_copy(name, id).await
+            }
+            Err(EngineError::Store(StoreError::NotFound(_))) => Err(EngineError::Unavailable(
+                format!("this node has no copy of {name:?}; a replica must restore it"),
+            )),
+            other => other,
+        }
+    }
+
+    /// Makes this node's copy of file `id` the empty file never written (keeping one
+    /// that exists).
+    pub(crate) async fn make_empty_copy(
+        &self,
+        name: &str,
+        id: FileId,
+    ) -> Result<FileMeta, EngineError> {
+        let store = self.store.clone();
         let name = name.to_owned();
-        blocking(move || match store.meta(id) {
-            Err(StoreError::NotFound(_)) if first => match store.create(id, &name) {
-                Err(StoreError::AlreadyExists(_)) => store.meta(id),
-                other => other,
-            },
+        blocking(move || match store.create(id, &name) {
+            Err(StoreError::AlreadyExists(_)) => store.meta(id),
             other => other,
         })
         .await
-        .map_err(|e| match e {
-            EngineError::Store(StoreError::NotFound(_)) => EngineError::Unavailable(format!(
-                "this node lost its copy of {:?}; a replica must restore it",
-                placement.file_id
-            )),
-            other => other,
-        })
     }
 
     pub(crate) async fn propose(&self, command: MapCommand) -> Result<MapResponse, EngineError> {

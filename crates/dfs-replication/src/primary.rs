@@ -120,12 +120,13 @@ impl Engine {
         if self.synced.lock().get(&id) == Some(&placement.epoch) {
             return Ok(id);
         }
-        let meta = self.local_meta(name, placement).await?;
-        let mine = CopyState {
-            version: meta.version,
-            size: meta.size,
-            checksum: meta.checksum,
-        };
+        let store = self.store.clone();
+        let local = blocking(move || match store.meta(id) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
         let others = self.others(placement);
         let probes = others.iter().map(|&node| async move {
             let probe = DataRpc::Probe {
@@ -133,17 +134,51 @@ impl Engine {
                 file_id: id,
                 epoch: placement.epoch,
             };
-            let outcome = match self.call(node, &probe).await {
-                Ok(DataReply::Copy(Some(copy))) if copy == mine => Outcome::Same,
-                // A copy not made yet equals an empty file never written (the first write
-                // makes it).
-                Ok(DataReply::Copy(None)) if mine.version == 0 && mine.size == 0 => Outcome::Same,
-                Ok(DataReply::Copy(_)) => Outcome::Behind,
-                other => classify(other),
-            };
-            (node, outcome)
+            (node, self.call(node, &probe).await)
         });
-        let outcomes = join_all(probes).await;
+        let replies = join_all(probes).await;
+        let meta = match local {
+            Some(meta) => meta,
+            // No copy here: the file was never written, or this node lost its copy. Every
+            // acknowledged write is on every replica of the current set, so if no other
+            // replica has a written copy either, the file is the empty one never written.
+            None => {
+                let written = replies.iter().find_map(|(node, reply)| match reply {
+                    Ok(DataReply::Copy(Some(c))) if c.version > 0 || c.size > 0 => {
+                        Some((*node, c.version))
+                    }
+                    _ => None,
+                });
+                if let Some((node, version)) = written {
+                    return Err(EngineError::Unavailable(format!(
+                        "this node has lost its copy of {name:?} (node {node} has version \
+                         {version}); it must be restored before the file is served"
+                    )));
+                }
+                self.make_empty_copy(name, id).await?
+            }
+        };
+        let mine = CopyState {
+            version: meta.version,
+            size: meta.size,
+            checksum: meta.checksum,
+        };
+        let outcomes = replies
+            .into_iter()
+            .map(|(node, reply)| {
+                let outcome = match reply {
+                    Ok(DataReply::Copy(Some(copy))) if copy == mine => Outcome::Same,
+                    // A copy not made yet equals an empty file never written (the first
+                    // write makes it).
+                    Ok(DataReply::Copy(None)) if mine.version == 0 && mine.size == 0 => {
+                        Outcome::Same
+                    }
+                    Ok(DataReply::Copy(_)) => Outcome::Behind,
+                    other => classify(other),
+                };
+                (node, outcome)
+            })
+            .collect();
         let outcomes = self.install_where_behind(name, placement, outcomes).await;
         self.settle(name, placement, &outcomes).await?;
         tracing::debug!(name, epoch = placement.epoch, "replicas in sync");

@@ -87,38 +87,60 @@ impl Engine {
     /// for a copy damaged or lost here (left out of the listing). Refused (the listing is
     /// retried) unless this node holds a lease and is the primary of every one of them.
     pub(crate) async fn metas(&self, ids: Vec<FileId>) -> DataReply {
+        match self.try_metas(ids).await {
+            Ok(metas) => DataReply::Metas(metas),
+            Err(e) => DataReply::Failed(e.to_string()),
+        }
+    }
+
+    async fn try_metas(&self, ids: Vec<FileId>) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
         let me = self.config.node_id;
         let asked: std::collections::HashSet<FileId> = ids.iter().copied().collect();
-        let first_epoch: std::collections::HashMap<FileId, bool> = self.map.read(|s| {
+        let names: std::collections::HashMap<FileId, String> = self.map.read(|s| {
             s.files
                 .iter()
                 .filter(|(_, p)| asked.contains(&p.file_id) && p.primary() == Some(me))
-                .map(|(_, p)| (p.file_id, p.epoch == 1))
+                .map(|(name, p)| (p.file_id, name.to_owned()))
                 .collect()
         });
-        if self.wait_for_lease().await.is_err() || first_epoch.len() != asked.len() {
-            return DataReply::Failed(format!(
-                "node {me} is not the primary of every file asked for (or holds no lease)"
-            ));
+        self.wait_for_lease().await?;
+        if names.len() != asked.len() {
+            return Err(EngineError::Unavailable(format!(
+                "node {me} is no longer the primary of every file asked for"
+            )));
         }
         let store = self.store.clone();
-        let metas = tokio::task::spawn_blocking(move || {
-            ids.iter()
+        let ids_read = ids.clone();
+        let found = blocking(move || {
+            Ok(ids_read
+                .iter()
                 .map(|id| match store.meta(*id) {
-                    Ok(m) => Some((m.size, m.version)),
-                    // Never written: a copy is made on first use, at the first epoch only.
-                    Err(StoreError::NotFound(_)) if first_epoch.get(id) == Some(&true) => {
-                        Some((0, 0))
-                    }
-                    Err(_) => None,
+                    Ok(m) => Ok(Some((m.size, m.version))),
+                    Err(StoreError::NotFound(_)) => Err(()),
+                    // Damaged here: left out of the listing.
+                    Err(_) => Ok(None),
                 })
-                .collect()
+                .collect::<Vec<_>>())
         })
-        .await;
-        match metas {
-            Ok(metas) => DataReply::Metas(metas),
-            Err(e) => DataReply::Failed(format!("reading metadata: {e}")),
+        .await?;
+        let mut metas = Vec::with_capacity(ids.len());
+        for (id, found) in ids.into_iter().zip(found) {
+            let meta = match found {
+                Ok(meta) => meta,
+                // No copy here yet: syncing the file decides what it holds (the empty
+                // file never written, or an error if this node lost a written copy).
+                Err(()) => {
+                    let name = names.get(&id).map(String::as_str).unwrap_or_default();
+                    let _lock = self.locks.write(name.to_owned()).await;
+                    let placement = self.primary_placement(name).await?;
+                    self.ensure_synced(name, &placement).await?;
+                    let meta = self.local_meta(name, &placement).await?;
+                    Some((meta.size, meta.version))
+                }
+            };
+            metas.push(meta);
         }
+        Ok(metas)
     }
 
     /// The placement of `name` if this node's map has file `file_id` at exactly `epoch`
