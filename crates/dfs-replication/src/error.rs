@@ -25,9 +25,10 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The cluster map cannot take the change now (no leader, no quorum); retry, maybe on
-    /// another node.
-    #[error("cluster map unavailable: {0}")]
+    /// The operation cannot be served now (no map leader or quorum, no lease, a failover
+    /// or a replica sync in progress; the message says which); retry, maybe on another
+    /// node.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// This node is not the file's primary: the operation belongs on `node` at `addr`
     /// (a node forwards it there).
