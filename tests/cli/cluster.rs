@@ -541,36 +541,51 @@ impl Cluster {
             if got_ls != want_ls {
                 self.fail(&format!("ls through {id}: {got_ls:?}, want {want_ls:?}"));
             }
-            let stats: Vec<Value> = self
-                .files
-                .iter()
-                .map(|(name, content)| {
-                    let stat = self.json(&[id], &["stat", name]);
-                    assert_eq!(
-                        size(&stat),
-                        content.len() as u64,
-                        "stat {name} through {id}"
+            // Repair may move a placement between the `stat`s and the `table` (a returned
+            // node going back into replica sets), so their agreement is awaited; sizes and
+            // names must be right on every attempt.
+            let (stats, table) = self.wait_for(
+                &format!("stat and table to agree through {id}"),
+                FAILOVER_DEADLINE,
+                || {
+                    let stats: Vec<Value> = self
+                        .files
+                        .iter()
+                        .map(|(name, content)| {
+                            let stat = self.json(&[id], &["stat", name]);
+                            assert_eq!(
+                                size(&stat),
+                                content.len() as u64,
+                                "stat {name} through {id}"
+                            );
+                            self.checked_replicas(
+                                &format!("stat {name} through {id}"),
+                                &stat["replicas"],
+                            );
+                            stat
+                        })
+                        .collect();
+                    let table = self.json(&[id], &["table"]);
+                    let names: Vec<&String> = table
+                        .as_object()
+                        .map(|t| t.keys().collect())
+                        .unwrap_or_default();
+                    assert!(
+                        names.iter().copied().eq(self.files.keys()),
+                        "table through {id} names {names:?}, want {:?}",
+                        self.files.keys().collect::<Vec<_>>()
                     );
-                    self.checked_replicas(&format!("stat {name} through {id}"), &stat["replicas"]);
-                    stat
-                })
-                .collect();
-            let table = self.json(&[id], &["table"]);
-            let names: Vec<&String> = table
-                .as_object()
-                .map(|t| t.keys().collect())
-                .unwrap_or_default();
-            assert!(
-                names.iter().copied().eq(self.files.keys()),
-                "table through {id} names {names:?}, want {:?}",
-                self.files.keys().collect::<Vec<_>>()
+                    for (name, stat) in self.files.keys().zip(&stats) {
+                        if table[name] != stat["replicas"] {
+                            return Err(format!(
+                                "{name}: table {} but stat {}",
+                                table[name], stat["replicas"]
+                            ));
+                        }
+                    }
+                    Ok((stats, table))
+                },
             );
-            for (name, stat) in self.files.keys().zip(&stats) {
-                assert_eq!(
-                    table[name], stat["replicas"],
-                    "table and stat disagree on {name} through {id}"
-                );
-            }
             let these = (ls, stats, table);
             match &answers {
                 None => answers = Some(these),
