@@ -164,6 +164,12 @@ pub(crate) async fn forward(
             }
         }
     };
-    tokio::join!(send_body, relay);
+    // Once the answer is complete (a refusal can come before the whole body), the rest of
+    // the body is not sent on: the client's further chunks are dropped here.
+    tokio::pin!(send_body, relay);
+    tokio::select! {
+        () = &mut relay => {}
+        () = &mut send_body => relay.await,
+    }
     conn.forget(up);
 }
