@@ -392,6 +392,34 @@ impl ClusterMap {
             .map(|(response, _)| response)
     }
 
+    /// Proposes `command` only if this node leads the map, never forwarding it: for
+    /// decisions only a current leader may take (declaring a node down from the silence
+    /// it observed). A proposal this node made while it led but that a later leader's log
+    /// replaced is reported as `NotLeader`, not carried to the new leader.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotLeader`] on another node (or once this one stepped down);
+    /// [`ClusterError::Timeout`] if no quorum commits it within [`PROPOSE_TIMEOUT`].
+    pub async fn propose_as_leader(
+        &self,
+        command: MapCommand,
+    ) -> Result<MapResponse, ClusterError> {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command)).await {
+            Ok(Ok(reply)) => Ok(reply.data),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ClusterError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ClusterError::Raft(e.to_string())),
+            },
+            Err(_) => Err(ClusterError::Timeout {
+                waited: PROPOSE_TIMEOUT,
+                last: "no quorum committed it".into(),
+            }),
+        }
+    }
+
     /// [`propose`](Self::propose) until `deadline`; also says whether an attempt before
     /// the one that answered had an unknown outcome (so the command may have applied
     /// twice).

@@ -204,6 +204,14 @@ impl ClusterState {
                 if let Err(why) = self.check_replicas(replicas) {
                     return MapResponse::Rejected(why);
                 }
+                // A node joins a replica set only while up: one declared down after its
+                // copy was made may have missed what followed.
+                let down = replicas
+                    .iter()
+                    .find(|r| !current.holds(**r) && self.nodes.get(r).is_some_and(|n| !n.up));
+                if let Some(r) = down {
+                    return MapResponse::Rejected(format!("node {r} is down"));
+                }
                 let updated = Placement {
                     file_id: *file_id,
                     replicas: replicas.clone(),
@@ -389,6 +397,19 @@ mod test {
         assert_eq!(
             s.files.get("f").map(|p| p.replicas.clone()),
             Some(vec![2, 3])
+        );
+        // Node 1 goes down after a copy was made for it: it cannot join the replica set.
+        s.apply(&MapCommand::NodeDown {
+            id: 1,
+            incarnation: 1,
+        });
+        assert!(
+            matches!(s.apply(&change(3, &[2, 3, 1])), MapResponse::Rejected(_)),
+            "a down node is not added"
+        );
+        assert!(
+            matches!(s.apply(&change(3, &[2])), MapResponse::Updated(_)),
+            "removals need no up check"
         );
     }
 

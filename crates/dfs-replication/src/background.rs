@@ -82,14 +82,27 @@ impl Engine {
         }
         let asked = Instant::now();
         let until = asked + self.config.timing.lease;
-        let granted = match self.map.status().leader {
-            Some(leader) if leader == me => self.map.read_index().await.is_ok(),
-            Some(leader) => match self.call(leader, &DataRpc::Lease { from: me }).await {
-                Ok(DataReply::Lease(index)) => self.map.wait_applied(index, until).await.is_ok(),
-                _ => false,
-            },
-            None => false,
+        // Bounded by the lease itself: a hung leader must not keep this node from asking
+        // the next one (which counts this node's silence from when it began to lead).
+        let ask = async {
+            match self.map.status().leader {
+                Some(leader) if leader == me => self.map.read_index().await.is_ok(),
+                Some(leader) => {
+                    let rpc = DataRpc::Lease { from: me };
+                    match self
+                        .call_within(leader, &rpc, self.config.timing.lease)
+                        .await
+                    {
+                        Ok(DataReply::Lease(index)) => {
+                            self.map.wait_applied(index, until).await.is_ok()
+                        }
+                        _ => false,
+                    }
+                }
+                None => false,
+            }
         };
+        let granted = tokio::time::timeout_at(until, ask).await.unwrap_or(false);
         if granted && !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             let mut lease = self.lease.lock();
             if lease.is_none_or(|l| l < until) {
@@ -121,6 +134,15 @@ impl Engine {
             self.heard.lock().clear();
             return;
         }
+        // What was heard in an earlier term says nothing of leases granted since by other
+        // leaders: silence counts from the start of this term's leadership.
+        {
+            let mut heard_term = self.heard_term.lock();
+            if *heard_term != status.term {
+                *heard_term = status.term;
+                self.heard.lock().clear();
+            }
+        }
         let now = Instant::now();
         let timing = self.config.timing;
         let up: Vec<(NodeId, String, u64)> = self.map.read(|s| {
@@ -148,13 +170,13 @@ impl Engine {
             );
             // Named by incarnation: had the node restarted (registered again) since this
             // look at the map, it would have a fresh lease and must not be declared down.
-            match self
-                .propose(MapCommand::NodeDown {
-                    id: node,
-                    incarnation,
-                })
-                .await
-            {
+            // Only as the leader of this term: a proposal left over from a term this node
+            // lost must not be carried to the next leader, whose leases it knows nothing of.
+            let command = MapCommand::NodeDown {
+                id: node,
+                incarnation,
+            };
+            match self.map.propose_as_leader(command).await {
                 Ok(_) => {
                     self.heard.lock().remove(&node);
                 }
@@ -196,6 +218,10 @@ impl Engine {
     /// Copies `name` to `node` and adds it to the replica set, under the file's write lock
     /// (no write can slip between the copy and the new placement).
     async fn add_replica(&self, name: &str, node: NodeId) -> Result<(), crate::EngineError> {
+        if let Some(p) = self.map.lookup(name) {
+            self.redirect_unless_primary(&p)?;
+            self.drop_transfers_of(p.file_id);
+        }
         let _lock = self.locks.write(name.to_owned()).await;
         let placement = self.primary_placement(name).await?;
         if placement.holds(node) || placement.replicas.len() >= self.config.replication_factor {
@@ -236,11 +262,14 @@ impl Engine {
             .lock()
             .retain(|_, at| now.duration_since(*at) < INSTALL_GRACE);
         for meta in self.store.files() {
+            // Kept: copies the map gives this node, and (never served) copies of files
+            // whose every listed replica is down, which may be the last copy left.
             let listed = |e: &Engine| {
                 e.map.read(|s| {
-                    s.files
-                        .get(&meta.name)
-                        .is_some_and(|p| p.file_id == meta.id && p.holds(me))
+                    s.files.get(&meta.name).is_some_and(|p| {
+                        let down = |r: &NodeId| s.nodes.get(r).is_none_or(|n| !n.up);
+                        p.file_id == meta.id && (p.holds(me) || p.replicas.iter().all(down))
+                    })
                 })
             };
             if listed(self) || self.installed.lock().contains_key(&meta.id) {

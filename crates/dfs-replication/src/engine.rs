@@ -163,8 +163,10 @@ pub struct Engine {
     /// replica sets do not list this node: kept for a grace period, as the map may be about
     /// to list this node for them.
     pub(crate) installed: Mutex<HashMap<FileId, Instant>>,
-    /// On the leader: when each node last asked for its lease.
+    /// On the leader: when each node last asked for its lease, in term `heard_term`.
     pub(crate) heard: Mutex<HashMap<NodeId, Instant>>,
+    /// The map term `heard` was collected in.
+    pub(crate) heard_term: Mutex<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -214,6 +216,7 @@ impl Engine {
             transfers: Mutex::new(HashMap::new()),
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            heard_term: Mutex::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         engine.reconcile().await?;
@@ -223,6 +226,12 @@ impl Engine {
     }
 
     async fn reconcile(&self) -> Result<(), EngineError> {
+        // Decide on a map with every change committed so far: one that is behind would
+        // take a newly created file for a deleted one.
+        self.map
+            .catch_up()
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let me = self.config.node_id;
         for meta in self.store.files() {
             let (exists, listed) = self.map.read(|s| match s.files.get(&meta.name) {
@@ -353,6 +362,7 @@ impl Engine {
             }
         };
         self.redirect_unless_primary(&placement)?;
+        self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
         let placement = self.primary_placement(&name).await?;
         let id = self.ensure_synced(&name, &placement).await?;
@@ -414,6 +424,7 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(name.clone()))?;
         self.redirect_unless_primary(&placement)?;
+        self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
         let placement = self.primary_placement(&name).await?;
         let id = placement.file_id;
@@ -493,6 +504,7 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(name.to_owned()))?;
         self.redirect_unless_primary(&placement)?;
+        self.drop_transfers_of(placement.file_id);
         let synced = |p: &Placement| self.synced.lock().get(&p.file_id) == Some(&p.epoch);
         // Syncing needs the write lock; a read then takes the shared one (a few tries, in
         // case the placement moves in between).

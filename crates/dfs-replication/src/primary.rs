@@ -97,12 +97,23 @@ impl Engine {
 
     /// Sends one data message to node `to` and decodes its answer.
     pub(crate) async fn call(&self, to: NodeId, rpc: &DataRpc) -> Result<DataReply, String> {
+        self.call_within(to, rpc, self.config.timing.peer_timeout)
+            .await
+    }
+
+    /// [`call`](Self::call), waiting at most `ttl` for the answer.
+    pub(crate) async fn call_within(
+        &self,
+        to: NodeId,
+        rpc: &DataRpc,
+        ttl: std::time::Duration,
+    ) -> Result<DataReply, String> {
         let addr = self
             .node_addr(to)
             .ok_or_else(|| format!("no address for node {to}"))?;
         let answer = self
             .peers
-            .call_data(to, &addr, encode(rpc), self.config.timing.peer_timeout)
+            .call_data(to, &addr, encode(rpc), ttl)
             .await
             .map_err(|e| e.to_string())?;
         decode(&answer)
@@ -149,6 +160,16 @@ impl Engine {
                     }
                     _ => None,
                 });
+                let silent = replies.iter().find_map(|(node, reply)| match reply {
+                    Ok(DataReply::Copy(_)) => None,
+                    other => Some((*node, format!("{other:?}"))),
+                });
+                if let Some((node, why)) = silent {
+                    return Err(EngineError::Unavailable(format!(
+                        "this node has no copy of {name:?} and cannot tell whether it was \
+                         written: node {node} did not say ({why})"
+                    )));
+                }
                 if let Some((node, version)) = written {
                     return Err(EngineError::Unavailable(format!(
                         "this node has lost its copy of {name:?} (node {node} has version \
@@ -266,7 +287,17 @@ impl Engine {
                 async move { (node, self.call(node, rpc).await) }
             }));
             let (local, remote) = tokio::join!(local, remote);
-            txn = Some(local?);
+            let local = match local {
+                Ok(local) => local,
+                Err(e) => {
+                    // The replicas may have taken this chunk (or committed, on the last):
+                    // undo what can be undone, and sync them again before the next write.
+                    self.abort_transfers(&live, transfer).await;
+                    self.synced.lock().remove(&id);
+                    return Err(e);
+                }
+            };
+            txn = Some(local);
             for (node, reply) in remote {
                 match reply {
                     Ok(DataReply::Staged) if !last => {}

@@ -95,6 +95,9 @@ impl Engine {
 
     async fn try_metas(&self, ids: Vec<FileId>) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
         let me = self.config.node_id;
+        // The lease first: once it is held, the map here has every change committed
+        // before it was granted.
+        self.wait_for_lease().await?;
         let asked: std::collections::HashSet<FileId> = ids.iter().copied().collect();
         let names: std::collections::HashMap<FileId, String> = self.map.read(|s| {
             s.files
@@ -103,7 +106,6 @@ impl Engine {
                 .map(|(name, p)| (p.file_id, name.to_owned()))
                 .collect()
         });
-        self.wait_for_lease().await?;
         if names.len() != asked.len() {
             return Err(EngineError::Unavailable(format!(
                 "node {me} is no longer the primary of every file asked for"
@@ -131,6 +133,7 @@ impl Engine {
                 // file never written, or an error if this node lost a written copy).
                 Err(()) => {
                     let name = names.get(&id).map(String::as_str).unwrap_or_default();
+                    self.drop_transfers_of(id);
                     let _lock = self.locks.write(name.to_owned()).await;
                     let placement = self.primary_placement(name).await?;
                     self.ensure_synced(name, &placement).await?;
@@ -139,6 +142,12 @@ impl Engine {
                 }
             };
             metas.push(meta);
+        }
+        // As for a read: the sizes were taken under this node's lease.
+        if !self.holds_lease() {
+            return Err(EngineError::Unavailable(format!(
+                "node {me}'s lease ran out while listing; try again"
+            )));
         }
         Ok(metas)
     }
@@ -331,8 +340,9 @@ impl Engine {
     /// Drops the open transfers into file `id`: a primary holds its file's lock for the
     /// whole of a write, so a new message about the file means they were abandoned (their
     /// primary died or was deposed mid-write); they would hold the file's lock here until
-    /// they time out.
-    fn drop_transfers_of(&self, id: FileId) {
+    /// they time out. Also called by this node before it acts as the file's primary: any
+    /// transfer into it then comes from a deposed primary.
+    pub(crate) fn drop_transfers_of(&self, id: FileId) {
         self.transfers.lock().retain(|_, s| s.file_id != id);
     }
 
