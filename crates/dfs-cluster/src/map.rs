@@ -400,23 +400,15 @@ impl ClusterMap {
     /// # Errors
     ///
     /// [`ClusterError::NotLeader`] on another node (or once this one stepped down);
-    /// [`ClusterError::Timeout`] if no quorum commits it within [`PROPOSE_TIMEOUT`].
+    /// [`ClusterError::Raft`] if it fails or no quorum commits it in time.
     pub async fn propose_as_leader(
         &self,
         command: MapCommand,
     ) -> Result<MapResponse, ClusterError> {
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command)).await {
-            Ok(Ok(reply)) => Ok(reply.data),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(ClusterError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None => Err(ClusterError::Raft(e.to_string())),
-            },
-            Err(_) => Err(ClusterError::Timeout {
-                waited: PROPOSE_TIMEOUT,
-                last: "no quorum committed it".into(),
-            }),
+        match RaftService::propose(&self.raft, command).await {
+            Ok(response) => Ok(response),
+            Err(ProposeError::NotLeader { leader, .. }) => Err(ClusterError::NotLeader { leader }),
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
         }
     }
 
