@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use dfs_net::{SharedTransport, Tcp};
 use dfs_proto::{
     Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, FileInfo, ListEntry, Name, Op, OpTag,
-    PAGE_ENTRIES_MAX, Reply, Request, ServerFrame, TableEntry, WriteAck, validate_prefix,
+    PAGE_ENTRIES_MAX, Reply, Request, Role, ServerFrame, TableEntry, WriteAck, validate_prefix,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -31,6 +32,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long to keep retrying a request on other nodes after a retryable failure.
     pub retry_deadline: Duration,
+    /// How connections are made: [`Tcp`](dfs_net::Tcp) unless a program (or the
+    /// simulator) supplies another transport.
+    pub transport: SharedTransport,
 }
 
 impl ClientConfig {
@@ -45,6 +49,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(10),
+            transport: Tcp::shared(),
         }
     }
 
@@ -510,7 +515,15 @@ impl Client {
         let mut failures = Vec::new();
         for _ in 0..servers.len() {
             let i = self.inner.next_server.load(Ordering::Relaxed) % servers.len();
-            match Connection::open(&servers[i], self.inner.config.connect_timeout).await {
+            let config = &self.inner.config;
+            match Connection::open(
+                config.transport.as_ref(),
+                &servers[i],
+                Role::Client,
+                config.connect_timeout,
+            )
+            .await
+            {
                 Ok(conn) => {
                     *current = Some(conn.clone());
                     return Ok(conn);

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use dfs_net::{BoxStream, Transport};
 use dfs_proto::{
     ClientCodec, ClientFrame, ErrorCode, Hello, PROTOCOL_VERSION, Role, ServerFrame, WireError,
 };
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
@@ -32,27 +32,32 @@ pub(crate) struct Connection {
     pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// The reader and writer tasks, stopped when the connection is dropped: a connection
+    /// that went silent (a half-dead socket) is released once nobody uses it.
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Connection {
-    /// Connects, says hello, and starts the reader and writer tasks.
-    pub(crate) async fn open(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
-        Self::open_as(addr, Role::Client, timeout).await
-    }
-
-    /// [`open`](Self::open) with the hello of `role`.
-    pub(crate) async fn open_as(
+    /// Connects over `transport`, says hello as `role`, and starts the reader and writer
+    /// tasks.
+    pub(crate) async fn open(
+        transport: &dyn Transport,
         addr: &str,
         role: Role,
         timeout: Duration,
     ) -> Result<Arc<Self>, ClientError> {
         let unavailable = |why: String| ClientError::Unavailable(format!("{addr}: {why}"));
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, transport.connect(addr))
             .await
             .map_err(|_| unavailable("connect timed out".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        stream
-            .set_nodelay(true)
             .map_err(|e| unavailable(e.to_string()))?;
         let mut framed = Framed::new(stream, ClientCodec::new());
         framed
@@ -86,11 +91,11 @@ impl Connection {
         let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES_MAX);
         let pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_frames(sink, out_rx, closed.clone()));
+        let writer = tokio::spawn(write_frames(sink, out_rx, closed.clone()));
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
         let reader_addr = addr.to_owned();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let frame = match frame {
                     Ok(f) => f,
@@ -127,6 +132,7 @@ impl Connection {
             pending,
             next_id: AtomicU64::new(1),
             closed,
+            tasks: [writer.abort_handle(), reader.abort_handle()],
         }))
     }
 
@@ -157,7 +163,7 @@ impl Connection {
 }
 
 async fn write_frames(
-    mut sink: futures::stream::SplitSink<Framed<TcpStream, ClientCodec>, ClientFrame>,
+    mut sink: futures::stream::SplitSink<Framed<BoxStream, ClientCodec>, ClientFrame>,
     mut rx: mpsc::Receiver<ClientFrame>,
     closed: Arc<AtomicBool>,
 ) {
@@ -205,14 +211,27 @@ impl std::fmt::Debug for RawConnection {
 }
 
 impl RawConnection {
-    /// Connects to `addr` and says hello as `role`, waiting at most `timeout`.
-    pub async fn open(addr: &str, role: Role, timeout: Duration) -> Result<Self, ClientError> {
-        Connection::open_as(addr, role, timeout).await.map(Self)
+    /// Connects to `addr` over `transport` and says hello as `role`, waiting at most
+    /// `timeout`.
+    pub async fn open(
+        transport: &dyn Transport,
+        addr: &str,
+        role: Role,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Connection::open(transport, addr, role, timeout)
+            .await
+            .map(Self)
     }
 
     /// Whether the connection is gone.
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
+    }
+
+    /// Whether `self` and `other` are the same connection.
+    pub fn same(&self, other: &RawConnection) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// A new request id and the channel on which the frames answering it arrive (the

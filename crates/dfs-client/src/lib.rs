@@ -33,6 +33,7 @@ mod error;
 
 pub use client::{Client, ClientConfig, ReadStream};
 pub use connection::RawConnection;
+pub use dfs_net::{SharedTransport, Tcp, Transport};
 pub use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, NodeRole, NodeStatus, TableEntry, WriteAck,
 };

@@ -39,11 +39,23 @@ const _: () = assert!(SNAPSHOT_CHUNK_BYTES + ENVELOPE_BYTES <= PEER_PAYLOAD_BYTE
 ///
 /// The error (boxed: openraft's is large) says which setting is inconsistent.
 pub fn raft_config(cluster_name: &str) -> Result<Arc<Config>, Box<ConfigError>> {
+    raft_config_with(
+        cluster_name,
+        (ELECTION_TIMEOUT_MIN_MS, ELECTION_TIMEOUT_MAX_MS),
+    )
+}
+
+/// [`raft_config`] with elections after `election_timeout_ms.0` to `election_timeout_ms.1`
+/// milliseconds of silence (the range must lie above the heartbeat interval).
+pub fn raft_config_with(
+    cluster_name: &str,
+    election_timeout_ms: (u64, u64),
+) -> Result<Arc<Config>, Box<ConfigError>> {
     let config = Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: HEARTBEAT_INTERVAL_MS,
-        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
-        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        election_timeout_min: election_timeout_ms.0,
+        election_timeout_max: election_timeout_ms.1,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,

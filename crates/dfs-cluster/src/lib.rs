@@ -35,11 +35,12 @@ mod storage;
 pub use config::{
     ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
     INSTALL_SNAPSHOT_TIMEOUT_MS, LOG_ENTRY_BYTES_MAX, MAX_PAYLOAD_ENTRIES, SNAPSHOT_CHUNK_BYTES,
-    raft_config,
+    raft_config, raft_config_with,
 };
 pub use error::ClusterError;
 pub use map::{
-    ClusterMap, MapRole, MapStatus, PROPOSE_TIMEOUT, STARTUP_TIMEOUT, STORAGE_RELEASE_TIMEOUT,
+    ClusterMap, MapOptions, MapRole, MapStatus, PROPOSE_TIMEOUT, STARTUP_TIMEOUT,
+    STORAGE_RELEASE_TIMEOUT,
 };
 pub use network::{
     DataCallError, PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use dfs_net::SharedTransport;
 use dfs_placement::{NodeId, Placement};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use crate::peer::RaftService;
 use crate::{
     ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, ProposeError,
-    Raft, StorageRelease, open_storage, raft_config,
+    Raft, StorageRelease, open_storage, raft_config_with,
 };
 
 /// How long [`ClusterMap::shutdown`] waits for openraft's tasks to drop the storage.
@@ -36,6 +37,29 @@ const PROPOSE_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const PROPOSE_BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Most nodes one attempt follows when each names another leader.
 const FORWARD_HOPS_MAX: usize = 3;
+
+/// How a member of the map reaches the others and times its elections.
+#[derive(Debug, Clone)]
+pub struct MapOptions {
+    /// What peer connections are made with.
+    pub transport: SharedTransport,
+    /// Milliseconds of silence from the leader before this member starts an election:
+    /// drawn from `[min, max)` each time. The simulator gives each member a fixed, distinct
+    /// value (`max = min + 1`) so runs replay exactly.
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        Self {
+            transport: dfs_net::Tcp::shared(),
+            election_timeout_ms: (
+                crate::ELECTION_TIMEOUT_MIN_MS,
+                crate::ELECTION_TIMEOUT_MAX_MS,
+            ),
+        }
+    }
+}
 
 /// A node's role in the map's consensus group, as [`ClusterMap::status`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +170,21 @@ impl ClusterMap {
         cluster_id: u64,
         dir: &Path,
     ) -> Result<ClusterMap, ClusterError> {
+        Self::open_with(node_id, members, cluster_id, dir, &MapOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with the transport and election timing of `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub async fn open_with(
+        node_id: NodeId,
+        members: &BTreeMap<NodeId, String>,
+        cluster_id: u64,
+        dir: &Path,
+        options: &MapOptions,
+    ) -> Result<ClusterMap, ClusterError> {
         let addr = members
             .get(&node_id)
             .cloned()
@@ -153,9 +192,9 @@ impl ClusterMap {
         let (log, sm) = open_storage(dir).await?;
         let release = log.release_watch();
         let reader = sm.reader();
-        let config = raft_config(&format!("{cluster_id:016x}"))
+        let config = raft_config_with(&format!("{cluster_id:016x}"), options.election_timeout_ms)
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(node_id, cluster_id);
+        let network = PeerNetwork::new(node_id, cluster_id, options.transport.clone());
         let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_net::{BoxStream, SharedTransport};
 use dfs_proto::{
     ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PROTOCOL_VERSION, PeerMessage, Role,
     ServerFrame,
@@ -45,7 +46,6 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -76,16 +76,18 @@ const OUTBOUND_FRAMES_MAX: usize = 16;
 pub struct PeerNetwork {
     node_id: u64,
     cluster_id: u64,
+    transport: SharedTransport,
     links: Arc<Mutex<HashMap<u64, Arc<PeerLink>>>>,
 }
 
 impl PeerNetwork {
     /// The network of node `node_id` of cluster `cluster_id` (both go in every hello; a node
-    /// of another cluster refuses us).
-    pub fn new(node_id: u64, cluster_id: u64) -> Self {
+    /// of another cluster refuses us), dialing over `transport`.
+    pub fn new(node_id: u64, cluster_id: u64, transport: SharedTransport) -> Self {
         Self {
             node_id,
             cluster_id,
+            transport,
             links: Arc::default(),
         }
     }
@@ -103,6 +105,7 @@ impl PeerNetwork {
             cluster_id: self.cluster_id,
             target,
             addr: addr.to_owned(),
+            transport: self.transport.clone(),
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
             timeouts: AtomicU32::new(0),
@@ -353,6 +356,7 @@ struct PeerLink {
     cluster_id: u64,
     target: u64,
     addr: String,
+    transport: SharedTransport,
     /// The connection, if one is up; held across a dial so callers share it.
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
@@ -443,12 +447,9 @@ impl PeerLink {
     /// Connects, says hello as a peer and checks the answer; starts the connection's tasks.
     async fn dial(&self) -> Result<Conn, String> {
         let addr = &self.addr;
-        let stream = tokio::time::timeout(PEER_DIAL_TIMEOUT, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(PEER_DIAL_TIMEOUT, self.transport.connect(addr))
             .await
             .map_err(|_| format!("{addr}: connect timed out"))?
-            .map_err(|e| format!("{addr}: {e}"))?;
-        stream
-            .set_nodelay(true)
             .map_err(|e| format!("{addr}: {e}"))?;
         let mut framed = Framed::new(stream, ClientCodec::new());
         let hello = ClientFrame::Hello(Hello::new(Role::Peer {
@@ -502,7 +503,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn start(framed: Framed<TcpStream, ClientCodec>, target: u64) -> Self {
+    fn start(framed: Framed<BoxStream, ClientCodec>, target: u64) -> Self {
         let (sink, stream) = framed.split();
         let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES_MAX);
         let pending: Arc<Mutex<Pending>> = Arc::default();
@@ -557,7 +558,7 @@ fn close(pending: &Mutex<Pending>) {
 }
 
 async fn write_frames(
-    mut sink: SplitSink<Framed<TcpStream, ClientCodec>, ClientFrame>,
+    mut sink: SplitSink<Framed<BoxStream, ClientCodec>, ClientFrame>,
     mut rx: mpsc::Receiver<ClientFrame>,
     pending: Arc<Mutex<Pending>>,
     target: u64,
@@ -578,7 +579,7 @@ async fn write_frames(
 }
 
 async fn read_frames(
-    mut stream: SplitStream<Framed<TcpStream, ClientCodec>>,
+    mut stream: SplitStream<Framed<BoxStream, ClientCodec>>,
     pending: Arc<Mutex<Pending>>,
     target: u64,
 ) {

@@ -602,7 +602,7 @@ fn option(ttl: Duration) -> RPCOption {
 async fn clients_share_one_connection_and_get_their_own_answers() {
     let mock = Mock::default();
     let server = PeerServer::start(mock.clone(), 2, None).await;
-    let mut network = PeerNetwork::new(1, CLUSTER);
+    let mut network = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared());
     let node = BasicNode::new(&server.addr);
     let mut calls = JoinSet::new();
     for term in 1..=20u64 {
@@ -638,7 +638,7 @@ async fn nobody_listening_is_unreachable() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     drop(listener);
-    let mut client = PeerNetwork::new(1, CLUSTER)
+    let mut client = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared())
         .new_client(2, &BasicNode::new(addr))
         .await;
     let e = client
@@ -659,7 +659,7 @@ async fn a_refused_hello_or_another_node_is_unreachable() {
         )),
     )
     .await;
-    let mut network = PeerNetwork::new(1, CLUSTER);
+    let mut network = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared());
     let mut client = network.new_client(2, &BasicNode::new(&refusing.addr)).await;
     let e = client
         .vote(vote_request(1), option(DEADLINE))
@@ -690,7 +690,7 @@ async fn the_remote_raft_error_comes_back_as_such() {
         ..Mock::default()
     };
     let server = PeerServer::start(mock, 2, None).await;
-    let mut client = PeerNetwork::new(1, CLUSTER)
+    let mut client = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared())
         .new_client(2, &BasicNode::new(&server.addr))
         .await;
     match client.vote(vote_request(1), option(DEADLINE)).await {
@@ -718,7 +718,7 @@ async fn a_slow_answer_times_out_and_the_connection_stays_usable() {
         ..Mock::default()
     };
     let server = PeerServer::start(slow, 2, None).await;
-    let mut client = PeerNetwork::new(1, CLUSTER)
+    let mut client = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared())
         .new_client(2, &BasicNode::new(&server.addr))
         .await;
     let e = client
@@ -742,7 +742,7 @@ async fn calls_that_keep_timing_out_redial() {
         ..Mock::default()
     };
     let server = PeerServer::start(slow, 2, None).await;
-    let mut client = PeerNetwork::new(1, CLUSTER)
+    let mut client = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared())
         .new_client(2, &BasicNode::new(&server.addr))
         .await;
     for term in 1..=crate::TIMEOUTS_BEFORE_REDIAL as u64 {
@@ -762,7 +762,7 @@ async fn calls_that_keep_timing_out_redial() {
 #[tokio::test]
 async fn a_lost_connection_is_dialled_again() {
     let server = PeerServer::start(Mock::default(), 2, None).await;
-    let mut client = PeerNetwork::new(1, CLUSTER)
+    let mut client = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared())
         .new_client(2, &BasicNode::new(&server.addr))
         .await;
     client
@@ -793,7 +793,7 @@ async fn a_lost_connection_is_dialled_again() {
 async fn a_forwarded_proposal_shares_the_raft_connection() {
     let mock = Mock::default();
     let server = PeerServer::start(mock.clone(), 2, None).await;
-    let mut network = PeerNetwork::new(1, CLUSTER);
+    let mut network = PeerNetwork::new(1, CLUSTER, dfs_net::Tcp::shared());
     let node = BasicNode::new(&server.addr);
     let mut client = network.new_client(2, &node).await;
     client

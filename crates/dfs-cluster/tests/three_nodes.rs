@@ -40,9 +40,15 @@ impl TestNode {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let config = raft_config("three-nodes").expect("valid config");
-        let raft = Raft::new(id, config, PeerNetwork::new(id, CLUSTER), log, sm)
-            .await
-            .expect("raft starts");
+        let raft = Raft::new(
+            id,
+            config,
+            PeerNetwork::new(id, CLUSTER, dfs_net::Tcp::shared()),
+            log,
+            sm,
+        )
+        .await
+        .expect("raft starts");
         let accept = tokio::spawn(common::accept_peers(listener, raft.clone(), id, CLUSTER));
         TestNode {
             id,

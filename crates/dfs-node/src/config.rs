@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dfs_net::SharedTransport;
 use dfs_replication::{BODY_CHUNK_TIMEOUT, Member, Timing};
 
 use crate::NodeError;
@@ -29,6 +30,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// How long a node waits to connect to another when forwarding a request to it.
     pub forward_connect_timeout: Duration,
+    /// How long a forwarded request waits for each frame of the primary's answer before
+    /// the connection to it counts as dead (the client then retries).
+    pub forward_reply_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +47,7 @@ impl Default for Limits {
             body_chunk_timeout: BODY_CHUNK_TIMEOUT,
             shutdown_grace: Duration::from_secs(5),
             forward_connect_timeout: Duration::from_secs(2),
+            forward_reply_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -65,6 +70,10 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Leases, failure detection and repair.
     pub timing: Timing,
+    /// What the node listens with and connects to its peers with (real TCP by default).
+    pub transport: SharedTransport,
+    /// The cluster map's election timeout range, in milliseconds (`[min, max)`).
+    pub election_timeout_ms: (u64, u64),
 }
 
 impl NodeConfig {
@@ -78,6 +87,11 @@ impl NodeConfig {
             fsync: true,
             limits: Limits::default(),
             timing: Timing::default(),
+            transport: dfs_net::Tcp::shared(),
+            election_timeout_ms: (
+                dfs_cluster::ELECTION_TIMEOUT_MIN_MS,
+                dfs_cluster::ELECTION_TIMEOUT_MAX_MS,
+            ),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dfs_cluster::PeerService;
+use dfs_net::BoxStream;
 use dfs_proto::{
     CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
     ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
@@ -13,8 +14,7 @@ use dfs_proto::{
 use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, WriteMode};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -36,18 +36,17 @@ fn http_refusal() -> String {
 }
 
 /// The reading half keeps its codec reachable, to tell a stalled frame from an idle line.
-type Reader = FramedRead<OwnedReadHalf, ServerCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, ServerCodec>;
+type Reader = FramedRead<ReadHalf<BoxStream>, ServerCodec>;
+type Writer = FramedWrite<WriteHalf<BoxStream>, ServerCodec>;
 
 #[tracing::instrument(name = "conn", skip_all, fields(node = ctx.node_id, %peer))]
 pub(crate) async fn serve_connection(
-    socket: TcpStream,
+    socket: BoxStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = socket.set_nodelay(true);
-    let (read_half, write_half) = socket.into_split();
+    let (read_half, write_half) = tokio::io::split(socket);
     let mut reader = FramedRead::new(read_half, ServerCodec::new());
     let mut conn = FramedWrite::new(write_half, ServerCodec::new());
     let first = tokio::select! {

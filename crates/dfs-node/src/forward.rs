@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs_client::RawConnection;
+use dfs_net::SharedTransport;
 use dfs_proto::{
     Chunk, ClientFrame, ErrorCode, Op, Reply, Request, Response, Role, ServerFrame, WireError,
 };
@@ -27,15 +28,25 @@ pub(crate) struct Upstreams {
     node_id: u64,
     cluster_id: u64,
     connect_timeout: Duration,
+    reply_timeout: Duration,
+    transport: SharedTransport,
     conns: Mutex<HashMap<String, RawConnection>>,
 }
 
 impl Upstreams {
-    pub(crate) fn new(node_id: u64, cluster_id: u64, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        node_id: u64,
+        cluster_id: u64,
+        connect_timeout: Duration,
+        reply_timeout: Duration,
+        transport: SharedTransport,
+    ) -> Self {
         Self {
             node_id,
             cluster_id,
             connect_timeout,
+            reply_timeout,
+            transport,
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -49,11 +60,20 @@ impl Upstreams {
             cluster_id: self.cluster_id,
             node_id: self.node_id,
         };
-        let conn = RawConnection::open(addr, role, self.connect_timeout)
+        let conn = RawConnection::open(self.transport.as_ref(), addr, role, self.connect_timeout)
             .await
             .map_err(|e| e.to_string())?;
         self.conns.lock().insert(addr.to_owned(), conn.clone());
         Ok(conn)
+    }
+
+    /// Stops using `conn` for `addr` (it went silent): the next request dials again, and
+    /// the connection closes once the requests still holding it give up.
+    fn discard(&self, addr: &str, conn: &RawConnection) {
+        let mut conns = self.conns.lock();
+        if conns.get(addr).is_some_and(|c| c.same(conn)) {
+            conns.remove(addr);
+        }
     }
 }
 
@@ -121,7 +141,22 @@ pub(crate) async fn forward(
     let relay = async {
         let mut started = false;
         loop {
-            let Some(frame) = replies.recv().await else {
+            // A primary that sends nothing for this long is behind a dead connection (a
+            // half-open socket never fails by itself): give up on it, and let the client
+            // retry (its writes carry tags, so a retry is applied once).
+            let next = tokio::time::timeout(upstreams.reply_timeout, replies.recv()).await;
+            let next = match next {
+                Ok(next) => next,
+                Err(_) => {
+                    upstreams.discard(addr, &conn);
+                    tracing::warn!(
+                        addr,
+                        "no answer from the primary in time; dropping the connection"
+                    );
+                    None
+                }
+            };
+            let Some(frame) = next else {
                 let lost = "the connection was lost".to_owned();
                 let frame = if started {
                     ServerFrame::StreamError {

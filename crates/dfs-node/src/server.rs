@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_cluster::MapOptions;
 use dfs_cluster::{ClusterMap, DataSlot, Raft};
+use dfs_net::{BoxStream, Listener};
 use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
 use dfs_replication::{DataService, Engine, EngineConfig};
 use dfs_store::{Store, StoreConfig};
 use futures::SinkExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -64,23 +65,31 @@ impl Node {
         let (store, _report) = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
             .map_err(|e| NodeError::Config(format!("store task failed: {e}")))??;
-        let listener = TcpListener::bind(&me.addr)
-            .await
-            .map_err(|source| NodeError::Listen {
-                addr: me.addr.clone(),
-                source,
-            })?;
+        let listener =
+            config
+                .transport
+                .bind(&me.addr)
+                .await
+                .map_err(|source| NodeError::Listen {
+                    addr: me.addr.clone(),
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| NodeError::Listen {
             addr: me.addr.clone(),
             source,
         })?;
-        // With port 0 the member's address is only known now.
+        // With port 0 the member's address is only known now; otherwise it stays as
+        // configured (a host name, or a simulated host, resolves only that way).
+        let port_zero = me
+            .addr
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0");
         let members: Vec<_> = config
             .members
             .iter()
             .map(|m| {
                 let mut m = m.clone();
-                if m.id == config.id {
+                if m.id == config.id && port_zero {
                     m.addr = addr.to_string();
                 }
                 m
@@ -89,11 +98,15 @@ impl Node {
         let map_members = members.iter().map(|m| (m.id, m.addr.clone())).collect();
         // Open the map and serve peers first: a group of several members elects a leader,
         // and this node receives the log, only once the members talk to each other.
-        let map = ClusterMap::open(
+        let map = ClusterMap::open_with(
             config.id,
             &map_members,
             config.cluster_id(),
             &config.data_dir.join("raft"),
+            &MapOptions {
+                transport: config.transport.clone(),
+                election_timeout_ms: config.election_timeout_ms,
+            },
         )
         .await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -108,6 +121,8 @@ impl Node {
                 config.id,
                 config.cluster_id(),
                 config.limits.forward_connect_timeout,
+                config.limits.forward_reply_timeout,
+                config.transport.clone(),
             ),
             limits: config.limits.clone(),
             node_id: config.id,
@@ -125,6 +140,7 @@ impl Node {
                     body_chunk_timeout: config.limits.body_chunk_timeout,
                     cluster_id: config.cluster_id(),
                     timing: config.timing,
+                    transport: config.transport.clone(),
                 },
                 Arc::new(store),
                 map.clone(),
@@ -188,7 +204,7 @@ impl Node {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Box<dyn Listener>,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -237,7 +253,7 @@ async fn accept_loop(
 }
 
 /// Tells an over-limit client why it is closed, without waiting long for it.
-async fn refuse(socket: TcpStream, max: usize) {
+async fn refuse(socket: BoxStream, max: usize) {
     let mut framed = Framed::new(socket, ServerCodec::new());
     let bye = ServerFrame::Goodbye(WireError::new(
         ErrorCode::Busy,

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     ProtocolMismatch,
     /// A bug or an I/O failure on the node; the message says which.
     Internal,
+    /// The disk of the node that serves the file (its primary) is full, so the write
+    /// failed. Retrying helps only once space is freed there.
+    NoSpace,
 }
 
 impl ErrorCode {

@@ -133,7 +133,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             )
                 .prop_map(|(entries, next)| Reply::Listing { entries, next }),
         ];
-    let error = (0usize..11, ".{0,30}").prop_map(|(i, message)| {
+    let error = (0usize..12, ".{0,30}").prop_map(|(i, message)| {
         let codes = [
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
@@ -146,6 +146,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             ErrorCode::Corrupt,
             ErrorCode::ProtocolMismatch,
             ErrorCode::Internal,
+            ErrorCode::NoSpace,
         ];
         WireError::new(codes[i], message)
     });

@@ -1,11 +1,11 @@
 //! The engine's background work: leases, failure detection on the map's leader, restoring
 //! missing replicas, and removing copies the map no longer gives this node.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dfs_cluster::{MapCommand, MapRole};
+use dfs_net::Transport;
 use dfs_placement::{NodeId, Placement, place};
 use dfs_store::StoreError;
 use tokio::task::JoinHandle;
@@ -159,7 +159,8 @@ impl Engine {
             if silent < timing.probe_after {
                 continue;
             }
-            let down = silent >= timing.failure_timeout || refuses(&addr).await;
+            let down = silent >= timing.failure_timeout
+                || refuses(self.config.transport.as_ref(), &addr).await;
             if !down {
                 continue;
             }
@@ -296,12 +297,9 @@ impl Engine {
 }
 
 /// Whether a connection to `addr` is refused (nothing listens there).
-async fn refuses(addr: &str) -> bool {
-    let Ok(addr) = addr.parse::<SocketAddr>() else {
-        return false;
-    };
+async fn refuses(transport: &dyn Transport, addr: &str) -> bool {
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        tokio::time::timeout(PROBE_TIMEOUT, transport.connect(addr)).await,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
     )
 }

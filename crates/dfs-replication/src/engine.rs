@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole, PeerNetwork};
+use dfs_net::SharedTransport;
 use dfs_placement::{NodeId, Placement, place};
 use dfs_proto::{
     ClusterStatus, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry, WriteAck,
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub cluster_id: u64,
     /// Leases and failure detection.
     pub timing: Timing,
+    /// What the engine's peer connections (and the leader's port probes) are made with.
+    pub transport: SharedTransport,
 }
 
 /// The clocks of leases, failure detection and repair.
@@ -202,7 +205,7 @@ impl Engine {
                 config.members.len()
             )));
         }
-        let peers = PeerNetwork::new(config.node_id, config.cluster_id);
+        let peers = PeerNetwork::new(config.node_id, config.cluster_id, config.transport.clone());
         let engine = Arc::new(Self {
             config,
             store,
@@ -321,7 +324,7 @@ impl Engine {
         if self.find(&name).await?.is_some() {
             return Err(EngineError::AlreadyExists(name));
         }
-        let placement = match self.create_locked(&name).await? {
+        let placement = match self.create_locked(&name, false).await? {
             (placement, true) => placement,
             (_, false) => return Err(EngineError::AlreadyExists(name)),
         };
@@ -357,14 +360,20 @@ impl Engine {
                 let _lock = self.locks.write(name.clone()).await;
                 match self.map.lookup(&name) {
                     Some(p) => p,
-                    None => self.create_locked(&name).await?.0,
+                    None => self.create_locked(&name, true).await?.0,
                 }
             }
         };
         self.redirect_unless_primary(&placement)?;
         self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
-        let placement = self.primary_placement(&name).await?;
+        self.wait_for_lease().await?;
+        let placement = match self.map.lookup(&name) {
+            Some(p) => p,
+            // Deleted while this write waited for the lock: a write creates a missing file.
+            None => self.create_locked(&name, true).await?.0,
+        };
+        self.redirect_unless_primary(&placement)?;
         let id = self.ensure_synced(&name, &placement).await?;
         let key = tag.map(|t| DedupKey {
             client_id: t.client_id,
@@ -473,7 +482,7 @@ impl Engine {
                 let _lock = self.locks.write(name.clone()).await;
                 match self.map.lookup(&name) {
                     Some(p) => p,
-                    None => self.create_locked(&name).await?.0,
+                    None => self.create_locked(&name, true).await?.0,
                 }
             }
             None => return Ok(None),
@@ -666,10 +675,25 @@ impl Engine {
     /// Places a new file and commits it to the map; the caller holds the name's write
     /// lock. Returns its placement and whether this call created it (`false`: another node
     /// created the name first, and this is that file).
-    async fn create_locked(&self, name: &str) -> Result<(Placement, bool), EngineError> {
+    ///
+    /// For a write that creates its file (`for_write`), this node is made the primary, so
+    /// the write follows the create under the lock already held: nobody can see the file
+    /// between the two, empty although the write has not failed.
+    async fn create_locked(
+        &self,
+        name: &str,
+        for_write: bool,
+    ) -> Result<(Placement, bool), EngineError> {
         let up = self.map.read(ClusterState::up_nodes);
-        let replicas = place(name, &up, self.config.replication_factor)
+        let mut replicas = place(name, &up, self.config.replication_factor)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        if for_write {
+            self.wait_for_lease().await?;
+            let me = self.config.node_id;
+            replicas.retain(|n| *n != me);
+            replicas.insert(0, me);
+            replicas.truncate(self.config.replication_factor);
+        }
         // A fresh id for every create, so a re-created name is a new file.
         let file_id: FileId = rand::random::<u64>().max(1);
         let command = MapCommand::CreateFile {

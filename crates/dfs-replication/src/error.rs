@@ -57,6 +57,7 @@ impl EngineError {
             EngineError::Store(StoreError::Corrupt { .. }) => ErrorCode::Corrupt,
             EngineError::Store(StoreError::Busy(_)) => ErrorCode::Busy,
             EngineError::Store(StoreError::NameTooLong(_)) => ErrorCode::InvalidName,
+            EngineError::Store(e) if e.is_no_space() => ErrorCode::NoSpace,
             EngineError::Unavailable(_) | EngineError::Redirect { .. } => ErrorCode::Unavailable,
             EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,
         }
@@ -65,5 +66,27 @@ impl EngineError {
     /// The error as sent to a client.
     pub fn to_wire(&self) -> WireError {
         WireError::new(self.code(), self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_full_disk_has_its_own_code() {
+        let io = |kind| {
+            EngineError::Store(StoreError::Io {
+                context: "appending to f".into(),
+                source: Error::from(kind),
+            })
+        };
+        let full = io(ErrorKind::StorageFull).to_wire();
+        assert_eq!(full.code, ErrorCode::NoSpace);
+        assert!(full.message.starts_with("disk full: "), "{}", full.message);
+        assert!(!ErrorCode::NoSpace.is_retryable());
+        assert_eq!(io(ErrorKind::Other).code(), ErrorCode::Internal);
     }
 }

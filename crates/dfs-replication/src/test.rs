@@ -25,6 +25,7 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
             body_chunk_timeout: Duration::from_secs(5),
             cluster_id: 7,
             timing: Timing::default(),
+            transport: dfs_net::Tcp::shared(),
         },
         Arc::new(store),
         map,

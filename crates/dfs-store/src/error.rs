@@ -32,8 +32,8 @@ pub enum StoreError {
     /// A file name longer than [`NAME_MAX`] bytes; carries the offending length.
     #[error("file name is {0} bytes long; at most {NAME_MAX} bytes are allowed")]
     NameTooLong(usize),
-    /// An operating-system I/O error.
-    #[error("{context}: {source}")]
+    /// An operating-system I/O error (a full disk says so first: `disk full: ...`).
+    #[error("{}{context}: {source}", no_space_prefix(.source))]
     Io {
         /// What the store was doing (and on which path).
         context: String,
@@ -46,10 +46,25 @@ pub enum StoreError {
 impl StoreError {
     /// Wraps an I/O error with a description of what was being done.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StoreError::Io {
-            context: context.into(),
-            source,
+        let context = context.into();
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            tracing::warn!(%context, "disk full: {source}");
         }
+        StoreError::Io { context, source }
+    }
+
+    /// Whether this is an I/O error because the disk is full (`ENOSPC`).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
+fn no_space_prefix(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        "disk full: "
+    } else {
+        ""
     }
 }
 
@@ -62,5 +77,25 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T, StoreError> {
         self.map_err(|e| StoreError::io(f(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::StoreError;
+
+    #[test]
+    fn a_full_disk_says_so() {
+        let full = StoreError::io("appending to f", Error::from(ErrorKind::StorageFull));
+        assert!(full.is_no_space());
+        assert!(
+            full.to_string().starts_with("disk full: appending to f: "),
+            "{full}"
+        );
+        let other = StoreError::io("appending to f", Error::from(ErrorKind::PermissionDenied));
+        assert!(!other.is_no_space());
+        assert!(other.to_string().starts_with("appending to f: "), "{other}");
     }
 }

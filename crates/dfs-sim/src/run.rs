@@ -1,0 +1,439 @@
+//! One simulated run: the cluster, the workload, the fault schedule and the check.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use dfs_check::{ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
+use dfs_client::{Client, ClientConfig, ClientError};
+use dfs_node::{Member, Node, NodeConfig};
+
+use crate::Simulated;
+
+/// The port every simulated node listens on.
+const PORT: u16 = 7000;
+/// Longest simulated time a run may take before it counts as stuck.
+const SIM_TIME_MAX: Duration = Duration::from_secs(600);
+/// How long the verifier keeps retrying a read through one node after the heal.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The shape of a run. The seed decides everything else.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes in the cluster (at least 3).
+    pub nodes: usize,
+    /// Replicas per file.
+    pub replication_factor: usize,
+    /// Concurrent clients running the workload.
+    pub clients: usize,
+    /// Operations each client runs.
+    pub ops_per_client: usize,
+    /// Files the workload touches.
+    pub files: usize,
+    /// Inject faults while the clients run.
+    pub faults: bool,
+    /// Mix creates and deletes into the workload (else only appends, puts and reads).
+    pub deletes: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            replication_factor: 2,
+            clients: 3,
+            ops_per_client: 80,
+            files: 2,
+            faults: true,
+            deletes: true,
+        }
+    }
+}
+
+/// What a run that passed did.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Operations in the history (workload and verifier).
+    pub ops: usize,
+    /// Operations that ended without a definite answer (timeouts, lost connections).
+    pub unknown: usize,
+    /// The faults injected, in order, with their simulated times.
+    pub faults: Vec<String>,
+    /// Simulated time the run took.
+    pub sim_time: Duration,
+    /// A digest of the history's events: two runs of one seed must have the same.
+    pub fingerprint: u64,
+}
+
+/// Why a run failed, with what is needed to replay and debug it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// The seed that fails.
+    pub seed: u64,
+    /// What went wrong: the checker's explanation, or the simulation's error.
+    pub reason: String,
+    /// The faults injected before the failure.
+    pub faults: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
+        writeln!(f, "faults injected:")?;
+        for fault in &self.faults {
+            writeln!(f, "  {fault}")?;
+        }
+        write!(
+            f,
+            "rerun: DFS_SIM_SEED={} cargo test -p dfs-sim --test sim -- --nocapture \
+             (same workload and fault schedule; timing may still differ)",
+            self.seed
+        )
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// SplitMix64: a small, fast generator whose output depends only on its seed (the run must
+/// not depend on any library's choice of algorithm).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A duration in `lo..hi` milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+fn host(id: usize) -> String {
+    format!("n{id}")
+}
+
+/// One fault in force, and how it is undone.
+#[derive(Debug, Clone)]
+enum Fault {
+    Crash(String),
+    Partition(String, Vec<String>),
+    OneWay(String, String),
+    Hold(String, String),
+}
+
+impl Fault {
+    fn heal(&self, sim: &mut turmoil::Sim<'_>) {
+        match self {
+            Fault::Crash(h) => sim.bounce(h.as_str()),
+            Fault::Partition(h, others) => {
+                for o in others {
+                    sim.repair(h.as_str(), o.as_str());
+                }
+            }
+            Fault::OneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
+            Fault::Hold(a, b) => sim.release(a.as_str(), b.as_str()),
+        }
+    }
+}
+
+/// Runs the simulation of `seed`; `Ok` only if the cluster stayed linearizable and every
+/// acknowledged write was there at the end.
+pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
+    let faults = Rc::new(RefCell::new(Vec::<String>::new()));
+    let fail = |reason: String, faults: &Rc<RefCell<Vec<String>>>| SimFailure {
+        seed,
+        reason,
+        faults: faults.borrow().clone(),
+    };
+    let root = tempfile::tempdir().map_err(|e| fail(format!("temp dir: {e}"), &faults))?;
+    let mut rng = Rng::new(seed);
+    let max_latency = rng.millis(1, 20);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(rng.next())
+        .simulation_duration(SIM_TIME_MAX)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(max_latency)
+        // Like a kernel's listen backlog: connects that timed out while a link was held
+        // still arrive when it is released.
+        .tcp_capacity(4096)
+        .build();
+
+    let members: Vec<Member> = (1..=config.nodes)
+        .map(|id| Member {
+            id: id as u64,
+            addr: format!("{}:{PORT}", host(id)),
+        })
+        .collect();
+    // Fixed, distinct election timeouts per node (openraft draws from [min, max): a width
+    // of one makes the draw deterministic); which node is quickest varies with the seed.
+    let mut slots: Vec<u64> = (0..config.nodes as u64).collect();
+    for i in (1..slots.len()).rev() {
+        slots.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for id in 1..=config.nodes {
+        let mut node = NodeConfig::new(id as u64, members.clone(), root.path().join(host(id)));
+        node.replication_factor = Some(config.replication_factor);
+        node.fsync = false;
+        node.transport = Simulated::shared();
+        let min = 300 + slots[id - 1] * 150 + rng.below(50);
+        node.election_timeout_ms = (min, min + 1);
+        sim.host(host(id), move || {
+            let node = node.clone();
+            async move {
+                let running = Node::start(node).await?;
+                std::future::pending::<()>().await;
+                drop(running);
+                Ok(())
+            }
+        });
+    }
+
+    let servers: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
+    let history = Rc::new(RefCell::new(History::new()));
+    let workers_done = Rc::new(Cell::new(0usize));
+    let healed = Rc::new(Cell::new(false));
+    for c in 0..config.clients {
+        let mut servers = servers.clone();
+        let n = servers.len();
+        servers.rotate_left(c % n);
+        let mut rng = Rng::new(rng.next());
+        let history = history.clone();
+        let done = workers_done.clone();
+        let (ops, files, deletes) = (config.ops_per_client, config.files, config.deletes);
+        sim.client(format!("c{c}"), async move {
+            let client = connect(servers, Duration::from_secs(3)).await?;
+            for seq in 0..ops {
+                tokio::time::sleep(rng.millis(0, 150)).await;
+                let file = format!("f{}", rng.below(files as u64));
+                let op = match rng.below(if deletes { 100 } else { 85 }) {
+                    0..45 => Op::Append(format!("{c}.{seq};").into_bytes()),
+                    45..75 => Op::Read,
+                    75..85 => Op::Put(format!("[{c}.{seq}]").into_bytes()),
+                    85..92 => Op::Create,
+                    _ => Op::Delete,
+                };
+                perform(&client, &history, c as u64, &file, op).await;
+            }
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
+    {
+        let history = history.clone();
+        let healed = healed.clone();
+        let files = config.files;
+        let servers = servers.clone();
+        sim.client("verifier", async move {
+            while !healed.get() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for (n, server) in servers.iter().enumerate() {
+                let client = connect(vec![server.clone()], SETTLE_DEADLINE).await?;
+                for f in 0..files {
+                    let file = format!("f{f}");
+                    verify_read(&client, &history, 1000 + n as u64, &file).await?;
+                }
+            }
+            Ok(())
+        });
+    }
+
+    // The fault schedule, driven between simulation steps.
+    let mut active: Option<(Fault, Duration)> = None;
+    let mut next_fault = rng.millis(300, 1500);
+    loop {
+        let now = sim.elapsed();
+        let workers_finished = workers_done.get() == config.clients;
+        if let Some((fault, until)) = &active
+            && (now >= *until || workers_finished)
+        {
+            fault.heal(&mut sim);
+            faults
+                .borrow_mut()
+                .push(format!("{now:?}: healed {fault:?}"));
+            active = None;
+            next_fault = now + rng.millis(200, 1500);
+        }
+        if workers_finished && !healed.get() {
+            faults.borrow_mut().push(format!("{now:?}: all healed"));
+            healed.set(true);
+        }
+        if config.faults && !workers_finished && active.is_none() && now >= next_fault {
+            let victim = host(1 + rng.below(config.nodes as u64) as usize);
+            let others: Vec<String> = (1..=config.nodes)
+                .map(host)
+                .filter(|h| *h != victim)
+                .collect();
+            let other = others[rng.below(others.len() as u64) as usize].clone();
+            let fault = match rng.below(4) {
+                0 => {
+                    sim.crash(victim.as_str());
+                    Fault::Crash(victim)
+                }
+                1 => {
+                    for o in &others {
+                        sim.partition(victim.as_str(), o.as_str());
+                    }
+                    Fault::Partition(victim, others)
+                }
+                2 => {
+                    sim.partition_oneway(victim.as_str(), other.as_str());
+                    Fault::OneWay(victim, other)
+                }
+                _ => {
+                    sim.hold(victim.as_str(), other.as_str());
+                    Fault::Hold(victim, other)
+                }
+            };
+            let until = now + rng.millis(300, 4000);
+            faults
+                .borrow_mut()
+                .push(format!("{now:?}: {fault:?} until {until:?}"));
+            active = Some((fault, until));
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(fail(format!("the simulation stopped: {e}"), &faults)),
+        }
+    }
+    let sim_time = sim.elapsed();
+    drop(sim);
+
+    let history = history.borrow();
+    let unknown = history
+        .entries()
+        .iter()
+        .filter(|e| e.completion.at().is_none())
+        .count();
+    match dfs_check::check(&history) {
+        Verdict::Linearizable => Ok(SimReport {
+            seed,
+            ops: history.len(),
+            unknown,
+            faults: faults.borrow().clone(),
+            sim_time,
+            fingerprint: fingerprint(&history),
+        }),
+        other => Err(fail(format!("{other}"), &faults)),
+    }
+}
+
+/// A client over the simulated network, retrying until a node answers (nodes may still be
+/// electing a map leader when the clients start).
+async fn connect(servers: Vec<String>, patience: Duration) -> Result<Client, ClientError> {
+    let mut config = ClientConfig::new(servers);
+    config.transport = Simulated::shared();
+    config.connect_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(3);
+    config.retry_deadline = Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match Client::with_config(config.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs `op` on `file` and records its invocation and outcome.
+async fn perform(client: &Client, history: &RefCell<History>, process: u64, file: &str, op: Op) {
+    let id = history.borrow_mut().invoke(process, file, op.clone());
+    let outcome = match &op {
+        Op::Create => outcome(client.create(file).await.map(|_| Ret::Done)),
+        Op::Append(data) => {
+            let len = data.len() as u64;
+            outcome(
+                client
+                    .append(file, data.clone())
+                    .await
+                    .map(|ack| Ret::Appended {
+                        offset: ack.size.saturating_sub(len),
+                    }),
+            )
+        }
+        Op::Put(data) => outcome(client.put(file, data.clone()).await.map(|_| Ret::Done)),
+        Op::Read => outcome(
+            client
+                .read(file, 0, None)
+                .await
+                .map(|b| Ret::Value(b.to_vec())),
+        ),
+        Op::Delete => outcome(client.delete(file).await.map(|()| Ret::Done)),
+    };
+    record(history, id, outcome);
+}
+
+/// A read after the heal, retried while the cluster settles; its answer must be definite.
+async fn verify_read(
+    client: &Client,
+    history: &RefCell<History>,
+    process: u64,
+    file: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let id = history.borrow_mut().invoke(process, file, Op::Read);
+        let result = client.read(file, 0, None).await;
+        let settled = !matches!(
+            &result,
+            Err(ClientError::Unavailable(_) | ClientError::Timeout(_))
+        );
+        let result_text = format!("{result:?}");
+        record(history, id, outcome(result.map(|b| Ret::Value(b.to_vec()))));
+        if settled {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("{file} unreadable after the heal: {result_text}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn outcome(result: Result<Ret, ClientError>) -> Outcome {
+    match result {
+        Ok(ret) => Outcome::Ok(ret),
+        Err(ClientError::NotFound(_)) => Outcome::Failed(ErrorKind::NotFound),
+        Err(ClientError::AlreadyExists(_)) => Outcome::Failed(ErrorKind::AlreadyExists),
+        Err(ClientError::InvalidName(_)) => Outcome::Failed(ErrorKind::Rejected),
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+fn record(history: &RefCell<History>, id: OpId, outcome: Outcome) {
+    // The id comes from this history's own invoke: completing it cannot fail.
+    let _ = history.borrow_mut().complete(id, outcome);
+}
+
+/// FNV-1a over the history's events, in order.
+fn fingerprint(history: &History) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for entry in history.entries() {
+        for b in format!("{entry:?}").bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}

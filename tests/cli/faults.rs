@@ -1,0 +1,661 @@
+//! Faults injected into three real `dfs-server` processes (R = 2) while clients work:
+//! SIGKILLs of random nodes under load, a SIGKILL of the whole cluster under load, and one
+//! node's disk filling up.
+//!
+//! Under load, writer tasks (the client library, every node in their server list) append
+//! self-identifying lines (`w{writer}-{seq}`) to a few files, replace two others with
+//! self-identifying contents, and read all of them; every operation and its outcome is
+//! recorded ([`crate::history`]) and checked afterwards: every acknowledged append is in
+//! the file exactly once, at its acknowledged offset and in real-time order (so each
+//! writer's in its order), an append with an unknown outcome is there at most once, and no
+//! read missed an append acknowledged before it began or held one never made. The final
+//! contents are read through every node on its own and must be identical.
+//!
+//! Randomness (the kill schedule, each writer's operations) comes from one seed, printed at
+//! the start; `DFS_FAULT_SEED=N` repeats it, `DFS_FAULT_SECS=N` makes the kill loop last N
+//! seconds instead of 15 (a soak).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dfs::client::{Client, ClientConfig, ClientError};
+use dfs::proto::ErrorCode;
+use futures::future::join_all;
+use tokio::runtime::Runtime;
+
+use crate::harness::{Cluster, FAILOVER_DEADLINE, IDS, Node, TmpfsMount, pattern, stderr};
+use crate::history::{self, Op, Outcome, Recorder, Ret, check_append_file, check_register_file};
+
+/// Files the writers append lines to.
+const APPEND_FILES: [&str; 3] = ["load/a", "load/b", "load/c"];
+/// Files the writers replace whole.
+const PUT_FILES: [&str; 2] = ["load/p0", "load/p1"];
+/// Writer tasks.
+const WRITERS: u64 = 4;
+/// How long the kill loop runs unless `DFS_FAULT_SECS` says otherwise.
+const DEFAULT_FAULT_SECS: u64 = 15;
+/// How long one reply may take before a writer counts the attempt as timed out.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A small deterministic generator (SplitMix64): the same seed, the same choices.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A duration between `lo` and `hi` milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+/// The seed: `DFS_FAULT_SEED`, else the clock; printed so a run can be repeated.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("DFS_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test}: seed {seed} (DFS_FAULT_SEED={seed} repeats it)");
+    seed
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A client of these nodes only, retrying for the failover deadline.
+fn client_config(c: &Cluster, ids: &[u64]) -> ClientConfig {
+    let mut config = ClientConfig::new(ids.iter().map(|&id| c.node(id).addr.clone()));
+    config.retry_deadline = FAILOVER_DEADLINE;
+    config.request_timeout = REQUEST_TIMEOUT;
+    config
+}
+
+/// Writer `w`'s `seq`th put: a first line naming it, then `len` letters.
+fn put_content(w: u64, seq: u64, len: usize) -> Vec<u8> {
+    let mut data = format!("w{w}-put{seq:05}\n").into_bytes();
+    data.extend(pattern((seq % 251) as u8, len));
+    data
+}
+
+/// The writer tasks, recording into one history.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    recorder: Recorder,
+}
+
+impl Load {
+    /// Starts `WRITERS` tasks, each with its own client of all three nodes.
+    fn start(rt: &Runtime, c: &Cluster, seed: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let recorder = Recorder::new();
+        let tasks = (0..WRITERS)
+            .map(|w| {
+                let config = client_config(c, &IDS);
+                let (stop, rec) = (stop.clone(), recorder.clone());
+                let rng = Rng::new(seed ^ (w + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+                rt.spawn(writer(w, config, rng, stop, rec))
+            })
+            .collect();
+        Load {
+            stop,
+            tasks,
+            recorder,
+        }
+    }
+
+    /// Acknowledged writes invoked at or after `since` (recorder time).
+    fn acked_writes_since(&self, since: u64) -> usize {
+        self.recorder
+            .entries()
+            .iter()
+            .filter(|e| e.invoked_at >= since && !matches!(e.op, Op::Read))
+            .filter(|e| matches!(e.outcome, Some(Outcome::Ok(_))))
+            .count()
+    }
+
+    /// Stops the writers after their current operation and waits for them.
+    fn stop(self, rt: &Runtime) -> Recorder {
+        self.stop.store(true, Ordering::SeqCst);
+        for (w, done) in rt.block_on(join_all(self.tasks)).into_iter().enumerate() {
+            if let Err(e) = done {
+                panic!("writer {w} panicked: {e}");
+            }
+        }
+        self.recorder
+    }
+}
+
+/// One writer: appends (60 %), puts (15 %, one in eight of them over a chunk long) and
+/// reads (25 %), one at a time, until told to stop.
+async fn writer(w: u64, config: ClientConfig, mut rng: Rng, stop: Arc<AtomicBool>, rec: Recorder) {
+    let client = loop {
+        match Client::with_config(config.clone()).await {
+            Ok(client) => break client,
+            Err(_) if !stop.load(Ordering::SeqCst) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => return,
+        }
+    };
+    let mut seq = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        seq += 1;
+        let roll = rng.below(100);
+        if roll < 60 {
+            let file = APPEND_FILES[rng.below(APPEND_FILES.len() as u64) as usize];
+            let line = format!("w{w}-{seq:05}\n").into_bytes();
+            let id = rec.invoke(w, file, Op::Append(line.clone()));
+            let outcome = match client.append(file, line.clone()).await {
+                Ok(ack) => Outcome::Ok(Ret::Appended {
+                    offset: ack.size - line.len() as u64,
+                }),
+                Err(e) => Outcome::Unknown(e.to_string()),
+            };
+            rec.complete(id, outcome);
+        } else if roll < 75 {
+            let file = PUT_FILES[rng.below(PUT_FILES.len() as u64) as usize];
+            let len = if rng.below(8) == 0 {
+                300_000
+            } else {
+                rng.below(2000) as usize
+            };
+            let data = put_content(w, seq, len);
+            let id = rec.invoke(w, file, Op::Put(data.clone()));
+            let outcome = match client.put(file, data).await {
+                Ok(_) => Outcome::Ok(Ret::Done),
+                Err(e) => Outcome::Unknown(e.to_string()),
+            };
+            rec.complete(id, outcome);
+        } else {
+            let all: Vec<&str> = APPEND_FILES.iter().chain(&PUT_FILES).copied().collect();
+            let file = all[rng.below(all.len() as u64) as usize];
+            let id = rec.invoke(w, file, Op::Read);
+            let outcome = match client.read(file, 0, None).await {
+                Ok(content) => Outcome::Ok(Ret::Value(content.to_vec())),
+                Err(ClientError::NotFound(_)) => Outcome::NotFound,
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            rec.complete(id, outcome);
+        }
+    }
+}
+
+/// Creates the load's files (empty) through the CLI, so the model knows them.
+fn create_load_files(c: &mut Cluster) {
+    for (i, file) in APPEND_FILES.iter().chain(&PUT_FILES).enumerate() {
+        c.create(&[IDS[i % IDS.len()]], file);
+    }
+}
+
+/// Reads `file` through node `id` alone, retrying within the failover deadline.
+fn read_through(c: &Cluster, rt: &Runtime, id: u64, file: &str) -> Vec<u8> {
+    let mut config = ClientConfig::new([c.node(id).addr.clone()]);
+    config.retry_deadline = Duration::ZERO;
+    c.wait_for(
+        &format!("read {file} through node {id}"),
+        FAILOVER_DEADLINE,
+        || {
+            rt.block_on(async {
+                let client = Client::with_config(config.clone()).await?;
+                client.read(file, 0, None).await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+        },
+    )
+}
+
+/// Once every node is up and every file back on R replicas: the final contents through
+/// every node are identical, the history checks pass, every replica holds the same content
+/// (each node is killed in turn and the files read from the others), and `ls`, `stat`,
+/// `table` and reads agree through every node. Prints what the writers did.
+fn settle_and_verify(c: &mut Cluster, rt: &Runtime, rec: &Recorder, what: &str) {
+    c.wait_replicated(1);
+    let mut finals: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for &file in APPEND_FILES.iter().chain(&PUT_FILES) {
+        let mut through: Vec<(u64, Vec<u8>)> = IDS
+            .iter()
+            .map(|&id| (id, read_through(c, rt, id, file)))
+            .collect();
+        let (first_id, first) = through.remove(0);
+        for (id, content) in &through {
+            if content != &first {
+                c.fail(&format!(
+                    "{file} differs through node {id} ({} bytes) and node {first_id} ({} bytes)",
+                    content.len(),
+                    first.len()
+                ));
+            }
+        }
+        finals.insert(file, first);
+    }
+
+    let entries = rec.entries();
+    let mut errors = Vec::new();
+    let mut report = Vec::new();
+    let mut checked = |file: &str, result: Result<history::Counts, Vec<String>>| match result {
+        Ok(n) => report.push(format!(
+            "{file}: {} writes acknowledged, {} unknown ({} of them applied), {} reads ({} failed)",
+            n.writes_acked,
+            n.writes_unknown,
+            n.unknown_applied,
+            n.reads_ok + n.reads_failed,
+            n.reads_failed
+        )),
+        Err(e) => errors.extend(e),
+    };
+    for file in APPEND_FILES {
+        checked(file, check_append_file(&entries, file, b"", &finals[file]));
+    }
+    for file in PUT_FILES {
+        checked(
+            file,
+            check_register_file(&entries, file, b"", &finals[file]),
+        );
+    }
+    let latency = entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Some(Outcome::Ok(_))))
+        .filter_map(|e| Some(e.returned_at? - e.invoked_at))
+        .max()
+        .unwrap_or(0);
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &entries {
+        if let Some(Outcome::Failed(why) | Outcome::Unknown(why)) = &e.outcome {
+            *failures
+                .entry(format!("{}: {why}", e.op.kind()))
+                .or_default() += 1;
+        }
+    }
+    eprintln!(
+        "{what}: {} operations; slowest success {:.2} s\n  {}",
+        entries.len(),
+        latency as f64 / 1e9,
+        report.join("\n  ")
+    );
+    for (why, n) in failures {
+        eprintln!("  {n} x {why}");
+    }
+    if !errors.is_empty() {
+        let dump = c
+            .tmp
+            .as_ref()
+            .map(|t| t.path().join("history.txt"))
+            .filter(|p| std::fs::write(p, rec.dump()).is_ok());
+        c.fail(&format!(
+            "{what}: {} violations (history in {}):\n{}",
+            errors.len(),
+            dump.map_or("-".to_owned(), |p| p.display().to_string()),
+            errors
+                .iter()
+                .take(30)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    for w in 0..WRITERS {
+        let acked = entries
+            .iter()
+            .filter(|e| e.process == w && !matches!(e.op, Op::Read))
+            .any(|e| matches!(e.outcome, Some(Outcome::Ok(_))));
+        assert!(acked, "{what}: writer {w} had no write acknowledged");
+    }
+
+    // Reads go to a file's primary; every other replica's copy is checked by killing each
+    // node in turn (its files are then served by their other replica).
+    for victim in IDS {
+        c.kill(victim);
+        let via = IDS
+            .into_iter()
+            .find(|&id| id != victim)
+            .expect("another node");
+        for (file, content) in &finals {
+            let got = read_through(c, rt, via, file);
+            if &got != content {
+                c.fail(&format!(
+                    "{what}: with node {victim} down, {file} reads {} bytes, not the {} read \
+                     before",
+                    got.len(),
+                    content.len()
+                ));
+            }
+        }
+        c.restart(&[victim]);
+        c.wait_replicated(via);
+    }
+    for (file, content) in finals {
+        c.files.insert(file.to_owned(), content);
+    }
+    c.check_all(&IDS);
+}
+
+fn fault_secs() -> u64 {
+    std::env::var("DFS_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_FAULT_SECS)
+}
+
+#[test]
+fn sigkill_loop_under_load() {
+    let seed = seed("sigkill_loop_under_load");
+    let mut rng = Rng::new(seed);
+    let mut c = Cluster::start(2);
+    create_load_files(&mut c);
+    let rt = runtime();
+    let load = Load::start(&rt, &c, seed);
+
+    // Every 1-3 s kill a node and start it again 0.2-1.2 s later; the restart waits until
+    // it serves and the cluster agrees on a leader, so one node is down at a time. Victims
+    // come in shuffled rounds of all three, so each is killed, the map's leader among them.
+    let secs = fault_secs();
+    let observer = rt
+        .block_on(Client::with_config(client_config(&c, &IDS)))
+        .expect("client connects");
+    let started = Instant::now();
+    let mut kills = Vec::new();
+    let mut round = Vec::new();
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(rng.millis(1000, 3000));
+        if round.is_empty() {
+            round = IDS.to_vec();
+            for i in (1..round.len()).rev() {
+                round.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        let victim = round.pop().expect("a round has nodes");
+        let leader = rt.block_on(observer.status()).ok().and_then(|s| s.leader);
+        c.kill(victim);
+        let label = if leader == Some(victim) {
+            format!("{victim} (the leader)")
+        } else {
+            victim.to_string()
+        };
+        kills.push((load.recorder.now(), label));
+        std::thread::sleep(rng.millis(200, 1200));
+        c.restart(&[victim]);
+    }
+    let rec = load.stop(&rt);
+    // For each kill, the slowest write among those in flight at the kill or begun within
+    // two seconds after it: how long writes stalled.
+    let entries = rec.entries();
+    let stalls: Vec<String> = kills
+        .iter()
+        .map(|(at, label)| {
+            let stall = entries
+                .iter()
+                .filter(|e| !matches!(e.op, Op::Read) && e.invoked_at <= at + 2_000_000_000)
+                .filter_map(|e| Some((e.invoked_at, e.returned_at?)))
+                .filter(|&(_, returned)| returned >= *at)
+                .map(|(invoked, returned)| returned - invoked)
+                .max()
+                .unwrap_or(0);
+            format!("{label}: {:.2} s", stall as f64 / 1e9)
+        })
+        .collect();
+    eprintln!(
+        "{} kills in {:.1} s; node killed and how long writes stalled after it: {}",
+        kills.len(),
+        started.elapsed().as_secs_f64(),
+        stalls.join(", ")
+    );
+    settle_and_verify(&mut c, &rt, &rec, "sigkill loop");
+}
+
+#[test]
+fn full_cluster_sigkill_under_load() {
+    // Acknowledged writes before the kill, and again after the restart.
+    const BUSY: usize = 400;
+    let seed = seed("full_cluster_sigkill_under_load");
+    let mut rng = Rng::new(seed);
+    let mut c = Cluster::start(2);
+    create_load_files(&mut c);
+    let rt = runtime();
+    let load = Load::start(&rt, &c, seed);
+    c.wait_for("writes under way", FAILOVER_DEADLINE, || {
+        match load.acked_writes_since(0) {
+            n if n >= BUSY => Ok(()),
+            n => Err(format!("{n} writes acknowledged")),
+        }
+    });
+
+    // All three at once, while the writers are busy; back after a moment.
+    for id in IDS {
+        c.kill(id);
+    }
+    std::thread::sleep(rng.millis(100, 1000));
+    c.restart(&IDS);
+    let restarted = load.recorder.now();
+    c.wait_for(
+        "writes acknowledged after the restart",
+        FAILOVER_DEADLINE,
+        || match load.acked_writes_since(restarted) {
+            n if n >= BUSY => Ok(()),
+            n => Err(format!("{n} writes acknowledged")),
+        },
+    );
+    let rec = load.stop(&rt);
+    settle_and_verify(&mut c, &rt, &rec, "full-cluster SIGKILL");
+}
+
+/// The node whose store is on a small tmpfs in the full-disk test.
+const SMALL: u64 = 3;
+/// Its size.
+const SMALL_DISK: &str = "4m";
+
+/// Whether this process runs as root (from `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|ids| ids.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `e` says, clearly, that a disk is full.
+fn says_disk_full(e: &ClientError) -> bool {
+    e.code() == ErrorCode::NoSpace && e.to_string().starts_with("disk full: ")
+}
+
+#[test]
+fn a_full_disk_on_one_node() {
+    if !is_root() {
+        eprintln!("SKIPPED a_full_disk_on_one_node: mounting a small tmpfs needs root");
+        return;
+    }
+    let started = Cluster::start_with(2, |node: &Node| {
+        if node.id == SMALL {
+            TmpfsMount::new(&node.data_dir.join("store"), SMALL_DISK).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let mut c = match started {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED a_full_disk_on_one_node: {e}");
+            return;
+        }
+    };
+    let rt = runtime();
+    let client = rt
+        .block_on(Client::with_config(client_config(&c, &IDS)))
+        .expect("client connects");
+
+    // Files by where node SMALL is in their replica set: primary, second, absent.
+    let mut primary = Vec::new();
+    let mut second = None;
+    let mut absent = None;
+    for i in 0..200 {
+        let name = format!("disk/{i}");
+        let info = rt.block_on(client.create(&name)).expect("create");
+        match info.replicas.iter().position(|&id| id == SMALL) {
+            Some(0) if primary.len() < 3 => primary.push(name),
+            Some(1) if second.is_none() => second = Some(name),
+            None if absent.is_none() => absent = Some(name),
+            _ => rt.block_on(client.delete(&name)).expect("delete"),
+        }
+        if primary.len() == 3 && second.is_some() && absent.is_some() {
+            break;
+        }
+    }
+    let (Some(second), Some(absent)) = (second, absent) else {
+        panic!("placement never gave the wanted files: {primary:?}");
+    };
+    let [fill, on_small, later] = <[String; 3]>::try_from(primary).expect("three files");
+    eprintln!(
+        "node {SMALL} is primary of {fill}, {on_small}, {later}; second of {second}; not in {absent}"
+    );
+
+    // Content before the disk fills.
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (i, name) in [&fill, &on_small, &later, &second, &absent]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(i as u8, 100_000);
+        rt.block_on(client.put(name, data.clone())).expect("put");
+        model.insert(name.clone(), data);
+    }
+
+    // Fill node SMALL's disk by appending to a file it is primary of, in ever smaller
+    // pieces, until even a 4 KiB append does not fit.
+    let mut first_error = None;
+    for size in [256 << 10, 64 << 10, 16 << 10, 4 << 10] {
+        for n in 0.. {
+            assert!(
+                n < 64,
+                "a {SMALL_DISK} disk took 64 appends of {size} bytes"
+            );
+            let data = pattern(n as u8, size);
+            match rt.block_on(client.append(&fill, data.clone())) {
+                Ok(_) => model
+                    .get_mut(&fill)
+                    .expect("known")
+                    .extend_from_slice(&data),
+                Err(e) => {
+                    eprintln!("append of {size} bytes to {fill} failed: {e:?}");
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+    }
+    let err = first_error.expect("the disk filled");
+    assert!(
+        says_disk_full(&err),
+        "the error does not say the disk is full: {err:?}"
+    );
+
+    // While it is full: writes to files it is primary of fail clearly (append and put), and
+    // change nothing.
+    let big = pattern(9, 64 << 10);
+    let append = rt.block_on(client.append(&on_small, big.clone()));
+    let put = rt.block_on(client.put(&on_small, big.clone()));
+    for (what, result) in [("append", append), ("put", put)] {
+        match result {
+            Err(e) if says_disk_full(&e) => eprintln!("{what} to {on_small}: {e}"),
+            other => panic!("{what} to {on_small} on a full disk: {other:?}"),
+        }
+    }
+    // The CLI shows the same one-line error.
+    let out = c.run(&[1], &["write", &on_small, "--random", "100000"], None);
+    let line = stderr(&out);
+    assert!(
+        !out.status.success() && line.starts_with("error: disk full: "),
+        "dfs-client write on a full disk: {line}"
+    );
+    eprintln!("dfs-client: {line}");
+
+    // A file it is only second replica of: the write is acknowledged, and the full node
+    // leaves the file's replica set (a replica that cannot take a write leaves before the
+    // acknowledgement).
+    rt.block_on(client.append(&second, big.clone()))
+        .expect("append to a file whose second replica is full");
+    model
+        .get_mut(&second)
+        .expect("known")
+        .extend_from_slice(&big);
+    let replicas = rt.block_on(client.stat(&second)).expect("stat").replicas;
+    assert!(
+        !replicas.contains(&SMALL) && replicas.len() == 1,
+        "{second} after its second replica's disk filled: replicas {replicas:?}"
+    );
+    eprintln!("{second}: replicas {replicas:?} after a write its full replica could not take");
+    rt.block_on(client.append(&absent, big.clone()))
+        .expect("append to a file not on the full node");
+    model
+        .get_mut(&absent)
+        .expect("known")
+        .extend_from_slice(&big);
+
+    // Everything reads back right through every node, the full one included.
+    for id in IDS {
+        for (name, content) in &model {
+            let got = read_through(&c, &rt, id, name);
+            assert!(
+                &got == content,
+                "{name} through node {id} while node {SMALL}'s disk is full: {} bytes, want {}",
+                got.len(),
+                content.len()
+            );
+        }
+    }
+
+    // Space freed: writes succeed again, and the file that lost its replica gets it back.
+    rt.block_on(client.delete(&fill))
+        .expect("delete the filler");
+    model.remove(&fill);
+    c.deleted.insert(fill.clone());
+    rt.block_on(client.append(&on_small, big.clone()))
+        .expect("append after space was freed");
+    model
+        .get_mut(&on_small)
+        .expect("known")
+        .extend_from_slice(&big);
+    rt.block_on(client.put(&later, big.clone()))
+        .expect("put after space was freed");
+    model.insert(later.clone(), big.clone());
+    c.files = model;
+    c.wait_replicated(1);
+    c.check_all(&IDS);
+
+    // Nothing on the full node's disk is damaged: it restarts (recovery checks every
+    // file) and serves the same bytes.
+    c.kill(SMALL);
+    c.restart(&[SMALL]);
+    c.wait_replicated(SMALL);
+    c.check_all(&IDS);
+}
