@@ -338,14 +338,17 @@ async fn handle_request(
     let engine = &session.engine;
     // An operation on one file goes to the file's primary.
     let routed = match &op {
-        Op::Append { name, .. } | Op::Put { name, .. } => Some((name, true)),
-        Op::Read { name, .. } | Op::Delete { name, .. } | Op::Stat { name } => Some((name, false)),
+        Op::Append { name, .. }
+        | Op::Put { name, .. }
+        | Op::Read { name, .. }
+        | Op::Delete { name, .. }
+        | Op::Stat { name } => Some(name),
         _ => None,
     };
-    if let Some((name, create)) = routed
+    if let Some(name) = routed
         && !session.forwarded
     {
-        match engine.route(name, create).await {
+        match engine.route(name).await {
             Ok(None) => {}
             Ok(Some(addr)) => {
                 return forward(&session.ctx.upstreams, id, op, body, &addr, out).await;

@@ -354,18 +354,12 @@ impl Engine {
         tag: Option<OpTag>,
     ) -> Result<WriteAck, EngineError> {
         let name = Name::parse(name)?.into_string();
-        let placement = match self.find(&name).await? {
-            Some(p) => p,
-            None => {
-                let _lock = self.locks.write(name.clone()).await;
-                match self.map.lookup(&name) {
-                    Some(p) => p,
-                    None => self.create_locked(&name, true).await?.0,
-                }
-            }
-        };
-        self.redirect_unless_primary(&placement)?;
-        self.drop_transfers_of(placement.file_id);
+        if let Some(placement) = self.find(&name).await? {
+            self.redirect_unless_primary(&placement)?;
+            self.drop_transfers_of(placement.file_id);
+        }
+        // One hold of the lock from a create through the write: nobody sees the file
+        // created but not yet written.
         let _lock = self.locks.write(name.clone()).await;
         self.wait_for_lease().await?;
         let placement = match self.map.lookup(&name) {
@@ -472,19 +466,14 @@ impl Engine {
     }
 
     /// Where an operation on `name` is served: `None` here (this node is its primary, or
-    /// the file does not exist and `create` is false), or the address of its primary. With
-    /// `create`, a missing file is created first (a write creates its file).
-    pub async fn route(&self, name: &str, create: bool) -> Result<Option<String>, EngineError> {
+    /// the file does not exist: a write then creates it with this node as primary), or the
+    /// address of its primary. A missing file is never created here, but by the write
+    /// itself, under the lock it writes under.
+    pub async fn route(&self, name: &str) -> Result<Option<String>, EngineError> {
         let name = Name::parse(name)?.into_string();
         let placement = match self.find(&name).await? {
             Some(p) => p,
-            None if create => {
-                let _lock = self.locks.write(name.clone()).await;
-                match self.map.lookup(&name) {
-                    Some(p) => p,
-                    None => self.create_locked(&name, true).await?.0,
-                }
-            }
+            // Served here: the write creates its file with this node as primary.
             None => return Ok(None),
         };
         match self.redirect_unless_primary(&placement) {
