@@ -49,7 +49,10 @@ pub use peer::{
     DataHandler, DataSlot, PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT,
     PROPOSE_SERVE_TIMEOUT, PeerService, ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
 };
-pub use state::{ClusterState, MapCommand, MapResponse, NodeInfo};
+pub use state::{
+    ClusterState, MapCommand, MapResponse, NodeInfo, RequestTag, SESSIONS_MAX, Sessions,
+    WriteResult,
+};
 pub use storage::{
     LogStore, LogStoreReader, MapReader, StateMachineStore, StorageRelease, open_storage,
 };

@@ -413,8 +413,9 @@ impl ClusterMap {
     /// # Errors
     ///
     /// [`ClusterError::Timeout`] once [`PROPOSE_TIMEOUT`] has passed (no leader, or a
-    /// leader without a quorum: a minority commits nothing); [`ClusterError::Raft`] if this
-    /// node's raft has stopped.
+    /// leader without a quorum: a minority commits nothing), or when the command committed
+    /// but this node could not apply it in time (its map does not show it yet);
+    /// [`ClusterError::Raft`] if this node's raft has stopped.
     ///
     /// # Retries
     ///
@@ -422,8 +423,9 @@ impl ClusterMap {
     /// have committed, and the retry then applies the command a second time. The commands
     /// are built for it: a repeated `CreateFile` answers `AlreadyExists` (with the same
     /// file id), a repeated `DeleteFile` `NotFound`, a repeated `NodeUp` `Rejected`, a
-    /// repeated `SetReplicas` `Conflict`. A proposal this returns an error for may also
-    /// have committed.
+    /// repeated `SetReplicas` `Conflict`; a [`MapCommand::Tagged`] one answers what its
+    /// first application did. A proposal this returns an error for may also have
+    /// committed.
     pub async fn propose(&self, command: MapCommand) -> Result<MapResponse, ClusterError> {
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
         self.propose_until(command, deadline)
@@ -484,11 +486,16 @@ impl ClusterMap {
                             match forwarded {
                                 Ok(response) => {
                                     // Read-your-writes: the change is visible here too when
-                                    // this returns.
-                                    if let Err(e) = self.catch_up().await {
-                                        tracing::warn!(error = %e, "a committed change is not applied here yet");
-                                    }
-                                    return Ok((response, uncertain));
+                                    // this returns, or the caller hears that it is not.
+                                    return match self.catch_up().await {
+                                        Ok(()) => Ok((response, uncertain)),
+                                        Err(e) => Err(ClusterError::Timeout {
+                                            waited: started.elapsed(),
+                                            last: format!(
+                                                "committed, but not applied here yet: {e}"
+                                            ),
+                                        }),
+                                    };
                                 }
                                 Err(why) => why,
                             }

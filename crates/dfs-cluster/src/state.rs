@@ -2,7 +2,7 @@
 //! clock, no randomness, no I/O), so every node that applies the same log holds the same
 //! map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use dfs_placement::{FileId, NodeId, Placement, PlacementTable};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,61 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// Every file: name -> file id, replicas (primary first) and epoch.
     pub files: PlacementTable,
+    /// What recent [`MapCommand::Tagged`] commands did, to answer their retries.
+    pub sessions: Sessions,
+}
+
+/// Names one client request, the same on each of its retries: the client's random id and
+/// its request number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestTag {
+    /// The client's id, random per client.
+    pub client_id: u64,
+    /// The request's number within that client.
+    pub seq: u64,
+}
+
+/// How many tagged results the map remembers (oldest forgotten first). A retry comes
+/// within seconds of its first attempt; this covers thousands of creates and deletes a
+/// second for longer than any client retries.
+pub const SESSIONS_MAX: usize = 16_384;
+
+/// The results of the most recent tagged commands that changed the map, so that a
+/// retried create or delete whose first attempt was applied (its answer lost) is answered
+/// what that attempt did instead of being applied again: exactly-once map changes (the
+/// client session table of Raft's dissertation, §6.3), part of the replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sessions {
+    results: BTreeMap<RequestTag, MapResponse>,
+    order: VecDeque<RequestTag>,
+}
+
+impl Sessions {
+    /// What the command tagged `tag` did, if it changed the map and is still remembered.
+    pub fn get(&self, tag: RequestTag) -> Option<&MapResponse> {
+        self.results.get(&tag)
+    }
+
+    /// How many results are remembered.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Whether no result is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    fn insert(&mut self, tag: RequestTag, response: MapResponse) {
+        if self.results.insert(tag, response).is_none() {
+            self.order.push_back(tag);
+        }
+        while self.order.len() > SESSIONS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.results.remove(&old);
+            }
+        }
+    }
 }
 
 /// A change to the map, proposed through the consensus log. Append variants at the end only:
@@ -81,6 +136,40 @@ pub enum MapCommand {
         /// The new replicas, primary first.
         replicas: Vec<NodeId>,
     },
+    /// [`DeleteFile`](Self::DeleteFile), also remembering in the
+    /// [`Sessions`] what the file's recent writes did (its dedup table): a write applied
+    /// to this file whose answer was lost, retried after the delete, is answered that
+    /// instead of being applied again to a new file of the same name.
+    DeleteFileWithWrites {
+        /// The file's name.
+        name: String,
+        /// The id the deleter saw.
+        file_id: FileId,
+        /// The results of the file's recent writes, by request.
+        writes: Vec<(RequestTag, WriteResult)>,
+    },
+    /// Removes a file only if the name still refers to `file_id` at `epoch`: a primary
+    /// taking back the create of a write that failed. Should this commit late, after the
+    /// primary gave up waiting, it cannot remove the file once its epoch has moved on
+    /// (the primary moves it before it writes there again).
+    DeleteFileAt {
+        /// The file's name.
+        name: String,
+        /// The id the proposer created.
+        file_id: FileId,
+        /// The epoch the proposer saw.
+        epoch: u64,
+    },
+    /// `command` on behalf of client request `tag`: applied at most once. If a command
+    /// with this tag changed the map before (`Created`, `Deleted`, `Updated`), that
+    /// result is answered again and nothing changes; a result that changed nothing is not
+    /// remembered (a retry of it may still apply).
+    Tagged {
+        /// The request.
+        tag: RequestTag,
+        /// What it asks (not itself `Tagged`).
+        command: Box<MapCommand>,
+    },
 }
 
 /// The outcome of applying a [`MapCommand`].
@@ -102,6 +191,19 @@ pub enum MapResponse {
     Conflict(Option<Placement>),
     /// The command is invalid (the message says why); nothing changed.
     Rejected(String),
+    /// Only in [`Sessions`]: what a write to a file since deleted did.
+    Written(WriteResult),
+}
+
+/// What an acknowledged write did to its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The file's version after the write.
+    pub version: u64,
+    /// Its size after the write.
+    pub size: u64,
+    /// Its content checksum (CRC-32C) after the write.
+    pub checksum: u32,
 }
 
 impl ClusterState {
@@ -109,6 +211,22 @@ impl ClusterState {
     /// on every node.
     pub fn apply(&mut self, command: &MapCommand) -> MapResponse {
         match command {
+            MapCommand::Tagged { tag, command } => {
+                if let Some(saved) = self.sessions.get(*tag) {
+                    return saved.clone();
+                }
+                if matches!(**command, MapCommand::Tagged { .. }) {
+                    return MapResponse::Rejected("a tagged command cannot be tagged again".into());
+                }
+                let response = self.apply(command);
+                if matches!(
+                    response,
+                    MapResponse::Created(_) | MapResponse::Deleted(_) | MapResponse::Updated(_)
+                ) {
+                    self.sessions.insert(*tag, response.clone());
+                }
+                response
+            }
             MapCommand::NodeUp {
                 id,
                 addr,
@@ -181,6 +299,36 @@ impl ClusterState {
                     Err(e) => MapResponse::Rejected(e.to_string()),
                 }
             }
+            MapCommand::DeleteFileWithWrites {
+                name,
+                file_id,
+                writes,
+            } => {
+                let response = self.apply(&MapCommand::DeleteFile {
+                    name: name.clone(),
+                    file_id: *file_id,
+                });
+                if matches!(response, MapResponse::Deleted(_)) {
+                    for (tag, write) in writes {
+                        self.sessions.insert(*tag, MapResponse::Written(*write));
+                    }
+                }
+                response
+            }
+            MapCommand::DeleteFileAt {
+                name,
+                file_id,
+                epoch,
+            } => match self.files.get(name) {
+                Some(p) if p.file_id == *file_id && p.epoch == *epoch => {
+                    self.apply(&MapCommand::DeleteFile {
+                        name: name.clone(),
+                        file_id: *file_id,
+                    })
+                }
+                Some(p) => MapResponse::Conflict(Some(p.clone())),
+                None => MapResponse::NotFound,
+            },
             MapCommand::DeleteFile { name, file_id } => match self.files.get(name) {
                 None => MapResponse::NotFound,
                 Some(p) if p.file_id != *file_id => MapResponse::Conflict(Some(p.clone())),
@@ -441,5 +589,132 @@ mod test {
             (s, out)
         };
         assert_eq!(run(), run());
+    }
+
+    fn tag(seq: u64) -> RequestTag {
+        RequestTag { client_id: 7, seq }
+    }
+
+    fn tagged(seq: u64, command: MapCommand) -> MapCommand {
+        MapCommand::Tagged {
+            tag: tag(seq),
+            command: Box::new(command),
+        }
+    }
+
+    fn delete(name: &str, file_id: FileId) -> MapCommand {
+        MapCommand::DeleteFile {
+            name: name.into(),
+            file_id,
+        }
+    }
+
+    #[test]
+    fn a_retried_tagged_create_is_answered_what_its_first_attempt_did() {
+        let mut s = three();
+        let first = s.apply(&tagged(1, create("a", 10, &[1, 2])));
+        assert!(matches!(&first, MapResponse::Created(p) if p.file_id == 10));
+        // Deleted by someone else meanwhile: the retry (another fresh id) still answers the
+        // first attempt's create, and does not create the file again.
+        assert!(matches!(s.apply(&delete("a", 10)), MapResponse::Deleted(_)));
+        assert_eq!(s.apply(&tagged(1, create("a", 11, &[1, 2]))), first);
+        assert!(s.files.get("a").is_none(), "the retry created nothing");
+        // Another request creates anew.
+        assert!(matches!(
+            s.apply(&tagged(2, create("a", 12, &[1, 2]))),
+            MapResponse::Created(p) if p.file_id == 12
+        ));
+    }
+
+    #[test]
+    fn a_retried_tagged_delete_answers_deleted_and_spares_a_newer_file() {
+        let mut s = three();
+        s.apply(&create("a", 10, &[1, 2]));
+        let first = s.apply(&tagged(5, delete("a", 10)));
+        assert!(matches!(&first, MapResponse::Deleted(p) if p.file_id == 10));
+        s.apply(&create("a", 11, &[2, 3]));
+        assert_eq!(s.apply(&tagged(5, delete("a", 11))), first);
+        assert_eq!(s.files.get("a").map(|p| p.file_id), Some(11));
+    }
+
+    #[test]
+    fn results_that_changed_nothing_are_not_remembered() {
+        let mut s = three();
+        assert_eq!(s.apply(&tagged(1, delete("a", 10))), MapResponse::NotFound);
+        s.apply(&create("a", 10, &[1, 2]));
+        // The retry of a delete that found nothing may still apply.
+        assert!(matches!(
+            s.apply(&tagged(1, delete("a", 10))),
+            MapResponse::Deleted(_)
+        ));
+        assert!(matches!(
+            s.apply(&tagged(3, tagged(4, delete("a", 10)))),
+            MapResponse::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let mut s = three();
+        for seq in 0..(SESSIONS_MAX as u64 + 10) {
+            s.apply(&tagged(seq, create(&format!("f{seq}"), seq + 1, &[1])));
+        }
+        assert_eq!(s.sessions.len(), SESSIONS_MAX);
+        assert!(s.sessions.get(tag(0)).is_none(), "the oldest is forgotten");
+        assert!(s.sessions.get(tag(SESSIONS_MAX as u64 + 9)).is_some());
+    }
+
+    #[test]
+    fn a_delete_keeps_the_results_of_the_files_writes() {
+        let mut s = three();
+        s.apply(&create("a", 10, &[1, 2]));
+        let write = WriteResult {
+            version: 3,
+            size: 12,
+            checksum: 99,
+        };
+        let command = MapCommand::DeleteFileWithWrites {
+            name: "a".into(),
+            file_id: 10,
+            writes: vec![(tag(8), write)],
+        };
+        assert!(matches!(s.apply(&command), MapResponse::Deleted(_)));
+        assert_eq!(s.sessions.get(tag(8)), Some(&MapResponse::Written(write)));
+        // A delete that did not happen keeps nothing.
+        let stale = MapCommand::DeleteFileWithWrites {
+            name: "a".into(),
+            file_id: 10,
+            writes: vec![(tag(9), write)],
+        };
+        assert_eq!(s.apply(&stale), MapResponse::NotFound);
+        assert!(s.sessions.get(tag(9)).is_none());
+    }
+
+    #[test]
+    fn a_take_back_removes_the_file_only_at_its_epoch() {
+        let mut s = three();
+        s.apply(&create("a", 10, &[1, 2]));
+        let take_back = MapCommand::DeleteFileAt {
+            name: "a".into(),
+            file_id: 10,
+            epoch: 1,
+        };
+        // The epoch moved on (the primary fenced it before writing): nothing is removed.
+        s.apply(&MapCommand::SetReplicas {
+            name: "a".into(),
+            file_id: 10,
+            expected_epoch: 1,
+            replicas: vec![1, 2],
+        });
+        assert!(matches!(s.apply(&take_back), MapResponse::Conflict(_)));
+        assert!(s.files.get("a").is_some());
+        s.apply(&create("b", 20, &[1, 2]));
+        let take_back = MapCommand::DeleteFileAt {
+            name: "b".into(),
+            file_id: 20,
+            epoch: 1,
+        };
+        assert!(matches!(s.apply(&take_back), MapResponse::Deleted(_)));
+        assert!(s.files.get("b").is_none());
     }
 }

@@ -82,6 +82,7 @@ impl Engine {
         }
         let asked = Instant::now();
         let until = asked + self.config.timing.lease;
+        let drops = self.lease.lock().drops;
         // Bounded by the lease itself: a hung leader must not keep this node from asking
         // the next one (which counts this node's silence from when it began to lead).
         let ask = async {
@@ -105,8 +106,10 @@ impl Engine {
         let granted = tokio::time::timeout_at(until, ask).await.unwrap_or(false);
         if granted && !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             let mut lease = self.lease.lock();
-            if lease.is_none_or(|l| l < until) {
-                *lease = Some(until);
+            // Dropped since this renewal asked: the grant may predate what made the node
+            // drop it (see `Engine::propose`).
+            if lease.drops == drops && lease.until.is_none_or(|l| l < until) {
+                lease.until = Some(until);
             }
         }
     }

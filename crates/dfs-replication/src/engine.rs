@@ -1,12 +1,15 @@
 //! [`Engine`]: the operations of the data model on top of the map, the locks and the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dfs_cluster::{ClusterMap, ClusterState, MapCommand, MapResponse, MapRole, PeerNetwork};
+use dfs_cluster::{
+    ClusterMap, ClusterState, MapCommand, MapResponse, MapRole, PeerNetwork, RequestTag,
+    WriteResult,
+};
 use dfs_net::SharedTransport;
 use dfs_placement::{NodeId, Placement, place};
 use dfs_proto::{
@@ -23,9 +26,9 @@ use tokio::time::Instant;
 
 use crate::{BodyStream, EngineError};
 
-/// Most create/delete results remembered for retries (writes keep theirs in the store,
-/// per file). A retry older than this many newer creates and deletes is applied again.
-const RECENT_OPS_MAX: usize = 4096;
+/// Most take-backs of unknown outcome remembered (beyond, one is forgotten: a risk only
+/// if its take-back commits after a write there, long after it was proposed).
+const UNSURE_UNDOS_MAX: usize = 1024;
 
 /// A member of the cluster as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,16 +153,19 @@ pub struct Engine {
     pub(crate) store: Arc<Store>,
     pub(crate) map: ClusterMap,
     pub(crate) locks: LockManager<String>,
-    recent: Mutex<RecentOps>,
     /// Connections to the other nodes' data layers (apart from the map's).
     pub(crate) peers: PeerNetwork,
-    /// Until when this node may act as a primary.
-    pub(crate) lease: Mutex<Option<Instant>>,
+    /// Until when this node may act as a primary, and how many times the lease was
+    /// dropped (a renewal asked for before a drop must not restore it).
+    pub(crate) lease: Mutex<Lease>,
     /// Set when the node starts to shut down: it acts as primary no more.
     pub(crate) stopping: AtomicBool,
     /// Files whose replicas this node (as primary) has brought to its own copy, and at
     /// which epoch.
     pub(crate) synced: Mutex<HashMap<FileId, u64>>,
+    /// Files (and the epoch) whose create, made by a write that then failed, this node
+    /// tried to take back without hearing whether that committed.
+    unsure_undos: Mutex<BTreeMap<FileId, u64>>,
     /// Transfers from primaries in progress here.
     pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
     /// Whole copies received lately, and at start-up the copies of live files whose
@@ -211,11 +217,11 @@ impl Engine {
             store,
             map,
             locks: LockManager::new(),
-            recent: Mutex::new(RecentOps::default()),
             peers,
-            lease: Mutex::new(None),
+            lease: Mutex::new(Lease::default()),
             stopping: AtomicBool::new(false),
             synced: Mutex::new(HashMap::new()),
+            unsure_undos: Mutex::new(BTreeMap::new()),
             transfers: Mutex::new(HashMap::new()),
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
@@ -284,7 +290,7 @@ impl Engine {
     pub fn begin_shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        *self.lease.lock() = None;
+        self.drop_lease();
     }
 
     /// Stops the background work and the engine's part of the cluster map.
@@ -315,20 +321,23 @@ impl Engine {
     /// Creates an empty file: commits its entry (a fresh file id, replicas by rendezvous
     /// hashing over the nodes that are up) to the map, on any node. The replicas make
     /// their empty local copy when the first write reaches them.
+    ///
+    /// A tagged create is applied at most once: its retries (same tag) are answered what
+    /// the first application did, by the map itself (see [`MapCommand::Tagged`]), even on
+    /// another node and after the file was deleted again.
     pub async fn create(&self, name: &str, tag: Option<OpTag>) -> Result<FileInfo, EngineError> {
         let name = Name::parse(name)?.into_string();
         let _lock = self.locks.write(name.clone()).await;
-        if let Some(Recent::Created(info)) = tag.and_then(|t| self.recent.lock().get(t)) {
-            return Ok(info);
-        }
-        if self.find(&name).await?.is_some() {
+        // Untagged, an existing name fails at once; tagged, only the map can say whether
+        // this request made it.
+        if tag.is_none() && self.find(&name).await?.is_some() {
             return Err(EngineError::AlreadyExists(name));
         }
-        let placement = match self.create_locked(&name, false).await? {
+        let placement = match self.create_locked(&name, false, tag).await? {
             (placement, true) => placement,
             (_, false) => return Err(EngineError::AlreadyExists(name)),
         };
-        let info = FileInfo {
+        Ok(FileInfo {
             name: name.clone(),
             file_id: placement.file_id,
             size: 0,
@@ -336,11 +345,7 @@ impl Engine {
             checksum: crc32c_empty(),
             replicas: placement.replicas.clone(),
             modified_ms: 0,
-        };
-        if let Some(t) = tag {
-            self.recent.lock().insert(t, Recent::Created(info.clone()));
-        }
-        Ok(info)
+        })
     }
 
     /// Appends to or replaces a file (creating it if missing), on every replica before it
@@ -362,13 +367,62 @@ impl Engine {
         // created but not yet written.
         let _lock = self.locks.write(name.clone()).await;
         self.wait_for_lease().await?;
-        let placement = match self.map.lookup(&name) {
-            Some(p) => p,
+        // Applied before to a file since deleted (its answer lost): answered, not applied
+        // again. This map has that delete: it shows no file of this name, or a newer one.
+        if let Some(t) = tag
+            && let Some(MapResponse::Written(w)) =
+                self.map.read(|s| s.sessions.get(request_tag(t)).cloned())
+        {
+            tracing::debug!(
+                name,
+                "duplicate write of a deleted file answered from the map"
+            );
+            let outcome = WriteOutcome {
+                version: w.version,
+                size: w.size,
+                checksum: w.checksum,
+                duplicate: true,
+            };
+            return Ok(ack(outcome, true));
+        }
+        let (placement, created) = match self.map.lookup(&name) {
+            Some(p) => (p, false),
             // Deleted while this write waited for the lock: a write creates a missing file.
-            None => self.create_locked(&name, true).await?.0,
+            None => self.create_locked(&name, true, None).await?,
         };
         self.redirect_unless_primary(&placement)?;
-        let id = self.ensure_synced(&name, &placement).await?;
+        let placement = self.fence_undo(&name, placement).await?;
+        let written = self
+            .write_locked(mode, &name, &placement, created, body, tag)
+            .await;
+        if written.is_err() && created {
+            self.undo_create(&name, placement.file_id, placement.epoch)
+                .await;
+        }
+        written
+    }
+
+    /// The write itself, under the file's lock, at `placement` (this node its primary);
+    /// `created`: this write just created the file.
+    async fn write_locked(
+        &self,
+        mode: WriteMode,
+        name: &str,
+        placement: &Placement,
+        created: bool,
+        body: BodyStream,
+        tag: Option<OpTag>,
+    ) -> Result<WriteAck, EngineError> {
+        let id = if created {
+            // Created under this lock and never written: no replica needs asking.
+            self.make_empty_copy(name, placement.file_id).await?;
+            self.synced
+                .lock()
+                .insert(placement.file_id, placement.epoch);
+            placement.file_id
+        } else {
+            self.ensure_synced(name, placement).await?
+        };
         let key = tag.map(|t| DedupKey {
             client_id: t.client_id,
             seq: t.seq,
@@ -381,7 +435,7 @@ impl Engine {
             }
         }
         let outcome = self
-            .replicated_write(&name, &placement, mode, body, key)
+            .replicated_write(name, placement, mode, body, key)
             .await?;
         tracing::debug!(
             name,
@@ -391,6 +445,64 @@ impl Engine {
             "write applied"
         );
         Ok(ack(outcome, outcome.duplicate))
+    }
+
+    /// Takes back the create of a write that failed, so that the failed write leaves
+    /// nothing behind (its retry then creates the file again, once). Conditional on the
+    /// file's first epoch: if the answer is lost, the take-back may still commit later, so
+    /// the file is noted in `unsure_undos` and its epoch is moved on before anything is
+    /// written to it here again (see [`fence_undo`](Self::fence_undo)); a take-back
+    /// committed after that removes nothing.
+    async fn undo_create(&self, name: &str, file_id: FileId, epoch: u64) {
+        let command = MapCommand::DeleteFileAt {
+            name: name.to_owned(),
+            file_id,
+            epoch,
+        };
+        match self.propose(command).await {
+            Ok(MapResponse::Deleted(_)) => {
+                self.synced.lock().remove(&file_id);
+                let store = self.store.clone();
+                if let Err(e) = blocking(move || store.delete(file_id)).await {
+                    tracing::debug!(name, error = %e, "local copy left for the clean-up");
+                }
+                tracing::debug!(name, file_id, "a failed write took back its create");
+            }
+            Ok(other) => tracing::debug!(name, ?other, "nothing to take back"),
+            Err(e) => {
+                tracing::warn!(name, error = %e, "the take-back of a failed write's create may still commit");
+                let mut unsure = self.unsure_undos.lock();
+                if unsure.len() >= UNSURE_UNDOS_MAX
+                    && let Some(&oldest) = unsure.keys().next()
+                {
+                    unsure.remove(&oldest);
+                }
+                unsure.insert(file_id, epoch);
+            }
+        }
+    }
+
+    /// Before a write to a file whose take-back may still commit: moves the file to its
+    /// next epoch (same replicas), so that the take-back, conditional on the old epoch,
+    /// can no longer remove what this write adds. Returns the placement to write at.
+    async fn fence_undo(&self, name: &str, placement: Placement) -> Result<Placement, EngineError> {
+        if self.unsure_undos.lock().get(&placement.file_id) != Some(&placement.epoch) {
+            return Ok(placement);
+        }
+        let command = MapCommand::SetReplicas {
+            name: name.to_owned(),
+            file_id: placement.file_id,
+            expected_epoch: placement.epoch,
+            replicas: placement.replicas.clone(),
+        };
+        let response = self.propose(command).await?;
+        self.unsure_undos.lock().remove(&placement.file_id);
+        match response {
+            MapResponse::Updated(p) => Ok(p),
+            other => Err(EngineError::Unavailable(format!(
+                "{name:?} changed while a failed write's create was taken back ({other:?}); try again"
+            ))),
+        }
     }
 
     /// Starts a read on the file's primary: takes a snapshot under the file's shared lock
@@ -417,27 +529,60 @@ impl Engine {
 
     /// Deletes a file, on its primary (elsewhere: [`EngineError::Redirect`]). The map's
     /// commit is the linearization point; the replicas drop their copies when they see it.
+    ///
+    /// A tagged delete is applied at most once: a retry whose first attempt deleted the
+    /// file is answered `Ok` (not `NotFound`), and never deletes a file created since.
     pub async fn delete(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
         let name = Name::parse(name)?.into_string();
-        if let Some(Recent::Deleted) = tag.and_then(|t| self.recent.lock().get(t)) {
-            return Ok(());
-        }
-        let placement = self
-            .find(&name)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(name.clone()))?;
+        let Some(placement) = self.find(&name).await? else {
+            // `find` found nothing even on the leader: this map has every commit made
+            // before the call, the first attempt's included.
+            return self.deleted_before(&name, tag);
+        };
         self.redirect_unless_primary(&placement)?;
         self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
-        let placement = self.primary_placement(&name).await?;
+        let placement = match self.primary_placement(&name).await {
+            Err(EngineError::NotFound(_)) => return self.deleted_before(&name, tag),
+            other => other?,
+        };
         let id = placement.file_id;
+        // The file's recent writes go into the map's sessions with the delete: a write
+        // applied here whose answer was lost is answered, not applied again to a new
+        // file, when it is retried after the delete.
+        let store = self.store.clone();
+        let writes = blocking(move || match store.dedup_entries(id) {
+            Err(StoreError::NotFound(_)) => Ok(Vec::new()),
+            other => other,
+        })
+        .await?
+        .into_iter()
+        .map(|(key, outcome)| {
+            let tag = RequestTag {
+                client_id: key.client_id,
+                seq: key.seq,
+            };
+            let result = WriteResult {
+                version: outcome.version,
+                size: outcome.size,
+                checksum: outcome.checksum,
+            };
+            (tag, result)
+        })
+        .collect();
         // A crash after the commit leaves copies the map no longer lists, removed by the
         // clean-up (or at the next start).
-        let command = MapCommand::DeleteFile {
-            name: name.clone(),
-            file_id: id,
-        };
+        let command = tagged(
+            tag,
+            MapCommand::DeleteFileWithWrites {
+                name: name.clone(),
+                file_id: id,
+                writes,
+            },
+        );
         match self.propose(command).await? {
+            // This file, or (a retry) the one the first attempt deleted.
+            MapResponse::Deleted(p) if p.file_id != id => return Ok(()),
             MapResponse::Deleted(_) => {}
             MapResponse::NotFound | MapResponse::Conflict(_) => {
                 return Err(EngineError::NotFound(name));
@@ -450,11 +595,22 @@ impl Engine {
             Err(StoreError::NotFound(_)) => Ok(()),
             other => other,
         })
-        .await?;
-        if let Some(t) = tag {
-            self.recent.lock().insert(t, Recent::Deleted);
+        .await
+    }
+
+    /// The answer to a delete of a name the map does not have (with every commit made
+    /// before the delete applied here): `Ok` if this very request (a retry) deleted it.
+    fn deleted_before(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
+        let tag = tag.map(request_tag);
+        let deleted = tag.is_some_and(|t| {
+            self.map
+                .read(|s| matches!(s.sessions.get(t), Some(MapResponse::Deleted(_))))
+        });
+        if deleted {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(name.to_owned()))
         }
-        Ok(())
     }
 
     /// Size, version, replicas and checksum of a file, from its primary (elsewhere:
@@ -672,6 +828,7 @@ impl Engine {
         &self,
         name: &str,
         for_write: bool,
+        tag: Option<OpTag>,
     ) -> Result<(Placement, bool), EngineError> {
         let up = self.map.read(ClusterState::up_nodes);
         let mut replicas = place(name, &up, self.config.replication_factor)
@@ -685,18 +842,29 @@ impl Engine {
         }
         // A fresh id for every create, so a re-created name is a new file.
         let file_id: FileId = rand::random::<u64>().max(1);
-        let command = MapCommand::CreateFile {
-            name: name.to_owned(),
-            file_id,
-            replicas,
-        };
-        match self.propose(command).await? {
-            MapResponse::Created(p) => Ok((p, true)),
+        let command = tagged(
+            tag,
+            MapCommand::CreateFile {
+                name: name.to_owned(),
+                file_id,
+                replicas,
+            },
+        );
+        let created = match self.propose(command).await {
+            Err(e) => Err(e),
+            // Ours (or, for a retried tagged create, the first attempt's).
+            Ok(MapResponse::Created(p)) => Ok((p, true)),
             // Our own create, applied by an attempt whose answer was lost and then retried.
-            MapResponse::AlreadyExists(p) if p.file_id == file_id => Ok((p, true)),
-            MapResponse::AlreadyExists(p) => Ok((p, false)),
-            other => Err(EngineError::Internal(format!("create refused: {other:?}"))),
+            Ok(MapResponse::AlreadyExists(p)) if p.file_id == file_id => Ok((p, true)),
+            Ok(MapResponse::AlreadyExists(p)) => Ok((p, false)),
+            Ok(other) => Err(EngineError::Internal(format!("create refused: {other:?}"))),
+        };
+        if for_write && created.is_err() {
+            // The create may have committed although its answer was lost: the write that
+            // made it fails, so it must leave nothing behind.
+            self.undo_create(name, file_id, 1).await;
         }
+        created
     }
 
     /// The local copy of file `id` as a primary at `placement` serves it, once synced. A
@@ -737,11 +905,26 @@ impl Engine {
         .await
     }
 
+    /// Commits `command` to the map. When that fails, the command may still have
+    /// committed without this node's map showing it yet (a delete of a file it serves, a
+    /// new replica set): the node then drops its lease, and serves nothing until a new
+    /// one, granted once its map has caught up with the leader.
     pub(crate) async fn propose(&self, command: MapCommand) -> Result<MapResponse, EngineError> {
-        self.map
-            .propose(command)
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))
+        match self.map.propose(command).await {
+            Ok(response) => Ok(response),
+            Err(e) => {
+                self.drop_lease();
+                Err(EngineError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Stops acting as a primary until the next lease, and keeps a renewal asked for
+    /// before now from restoring this one.
+    pub(crate) fn drop_lease(&self) {
+        let mut lease = self.lease.lock();
+        lease.until = None;
+        lease.drops += 1;
     }
 
     pub(crate) fn info(&self, meta: &FileMeta, placement: &Placement) -> FileInfo {
@@ -814,33 +997,28 @@ where
         .map_err(EngineError::from)
 }
 
-/// The saved result of a create or delete, for answering its retries.
-#[derive(Debug, Clone)]
-enum Recent {
-    Created(FileInfo),
-    Deleted,
-}
-
-/// A bounded memory of recent create/delete results by tag, oldest dropped first.
+/// This node's lease: until when it may act as a primary, and how many times it was
+/// dropped.
 #[derive(Debug, Default)]
-struct RecentOps {
-    results: HashMap<OpTag, Recent>,
-    order: VecDeque<OpTag>,
+pub(crate) struct Lease {
+    pub(crate) until: Option<Instant>,
+    pub(crate) drops: u64,
 }
 
-impl RecentOps {
-    fn get(&self, tag: OpTag) -> Option<Recent> {
-        self.results.get(&tag).cloned()
+/// `command` on behalf of client request `tag`, if any: applied at most once.
+fn tagged(tag: Option<OpTag>, command: MapCommand) -> MapCommand {
+    match tag {
+        Some(tag) => MapCommand::Tagged {
+            tag: request_tag(tag),
+            command: Box::new(command),
+        },
+        None => command,
     }
+}
 
-    fn insert(&mut self, tag: OpTag, result: Recent) {
-        if self.results.insert(tag, result).is_none() {
-            self.order.push_back(tag);
-        }
-        while self.order.len() > RECENT_OPS_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.results.remove(&old);
-            }
-        }
+fn request_tag(tag: OpTag) -> RequestTag {
+    RequestTag {
+        client_id: tag.client_id,
+        seq: tag.seq,
     }
 }

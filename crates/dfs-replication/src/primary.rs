@@ -79,6 +79,7 @@ impl Engine {
     pub(crate) fn holds_lease(&self) -> bool {
         self.lease
             .lock()
+            .until
             .is_some_and(|until| Instant::now() < until)
     }
 

@@ -140,6 +140,75 @@ async fn retried_writes_apply_once() {
         .expect("retried delete succeeds");
 }
 
+/// The retries that used to apply twice once a file was deleted in between: the map's
+/// sessions answer them (they survive the node's restart, being part of the map).
+#[tokio::test]
+async fn retries_across_a_delete_apply_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path()).await;
+    // A write applied, its answer lost; the file is deleted; the write is retried.
+    e.write(
+        WriteMode::Append,
+        "w",
+        BodyStream::from_bytes("once"),
+        tag(10),
+    )
+    .await
+    .expect("append");
+    e.delete("w", tag(11)).await.expect("delete");
+    let retry = e
+        .write(
+            WriteMode::Append,
+            "w",
+            BodyStream::from_bytes("once"),
+            tag(10),
+        )
+        .await
+        .expect("retried append");
+    assert!(retry.duplicate, "answered, not applied again");
+    assert_eq!(retry.size, 4);
+    assert!(
+        matches!(e.stat("w").await, Err(EngineError::NotFound(_))),
+        "the retry did not create the file again"
+    );
+    // A create, then a delete by someone else, then the create's retry: answered Ok, and
+    // the file is not created again.
+    let created = e.create("c", tag(12)).await.expect("create");
+    e.delete("c", None).await.expect("someone else's delete");
+    let retry = e.create("c", tag(12)).await.expect("retried create");
+    assert_eq!(retry.file_id, created.file_id);
+    assert!(matches!(e.stat("c").await, Err(EngineError::NotFound(_))));
+    // A delete, a new file of the same name, then the delete's retry: answered Ok, and the
+    // new file stays.
+    e.write(WriteMode::Put, "d", BodyStream::from_bytes("old"), None)
+        .await
+        .expect("put");
+    e.delete("d", tag(13)).await.expect("delete");
+    e.write(WriteMode::Put, "d", BodyStream::from_bytes("new"), None)
+        .await
+        .expect("put again");
+    e.delete("d", tag(13)).await.expect("retried delete");
+    assert_eq!(read_all(&e, "d").await, b"new");
+    // The answers survive a restart: they are in the map.
+    e.shutdown().await;
+    drop(e);
+    let e = engine(dir.path()).await;
+    let retry = e
+        .write(
+            WriteMode::Append,
+            "w",
+            BodyStream::from_bytes("once"),
+            tag(10),
+        )
+        .await
+        .expect("retried append after a restart");
+    assert!(retry.duplicate);
+    e.delete("d", tag(13))
+        .await
+        .expect("retried delete after a restart");
+    assert_eq!(read_all(&e, "d").await, b"new");
+}
+
 #[tokio::test]
 async fn a_body_that_breaks_off_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -359,6 +359,7 @@ async fn connect(servers: Vec<String>, patience: Duration) -> Result<Client, Cli
 /// Runs `op` on `file` and records its invocation and outcome.
 async fn perform(client: &Client, history: &RefCell<History>, process: u64, file: &str, op: Op) {
     let id = history.borrow_mut().invoke(process, file, op.clone());
+    tracing::debug!(process, file, ?id, ?op, "invoke");
     let outcome = match &op {
         Op::Create => outcome(client.create(file).await.map(|_| Ret::Done)),
         Op::Append(data) => {
@@ -381,6 +382,7 @@ async fn perform(client: &Client, history: &RefCell<History>, process: u64, file
         ),
         Op::Delete => outcome(client.delete(file).await.map(|()| Ret::Done)),
     };
+    tracing::debug!(process, file, ?id, ?outcome, "complete");
     record(history, id, outcome);
 }
 

@@ -29,7 +29,18 @@ fn writes_only() -> SimConfig {
     }
 }
 
+/// `DFS_SIM_LOG=<filter>` (for example `dfs_replication=debug`) prints the nodes' logs.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("DFS_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 fn run_with(seed: u64, config: &SimConfig) -> SimReport {
+    init_logs();
     match run_seed(seed, config) {
         Ok(report) => {
             println!(
@@ -73,10 +84,14 @@ fn regression_seeds_stay_fixed() {
     }
 }
 
-/// Creates and deletes racing with writes: seed 0 finds a history no order explains (an
-/// append acknowledged at offset 5 on a file a concurrent delete removed). Not fixed yet.
+/// Creates and deletes racing with writes. The races these found are fixed (see
+/// ARCHITECTURE.md, "Proving it"): seeds 0-99 passed. One known anomaly remains, seen
+/// in 3 of about 100 seeds run with debug logs on (which shift the timing): a write that creates its
+/// file and then fails (its replica set changed under it) can leave the file visible and
+/// empty until the write's retry lands. Not in the CI batch until that is fixed, so that CI
+/// does not fail at random.
 #[test]
-#[ignore = "finds a create/delete race not fixed yet (seed 0); run with --ignored"]
+#[ignore = "a rare known anomaly (write-created file visible empty after a failed write); run with --ignored"]
 fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
     let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
     let count = env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS);

@@ -33,8 +33,9 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"dfs-snap";
 const SNAPSHOT_FILE_FORMAT: u32 = 1;
 /// Magic, version, CRC-32C and body length.
 const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 4 + 8;
-/// Version of the snapshot data (the first field of its postcard encoding).
-const SNAPSHOT_DATA_FORMAT: u32 = 1;
+/// Version of the snapshot data (the first field of its postcard encoding). Format 1
+/// (before the map kept [`Sessions`](crate::Sessions)) is still read.
+const SNAPSHOT_DATA_FORMAT: u32 = 2;
 
 type Membership = StoredMembership<u64, BasicNode>;
 type Meta = SnapshotMeta<u64, BasicNode>;
@@ -58,10 +59,25 @@ struct SnapshotDataRef<'a> {
 /// The snapshot data, decoded (after the format number). Same fields and order as
 /// [`SnapshotDataRef`].
 #[derive(Deserialize)]
-struct SnapshotDataV1 {
+struct SnapshotData {
     last_applied: Option<LogId<u64>>,
     last_membership: Membership,
     state: ClusterState,
+}
+
+/// Snapshot data of format 1: the map without its sessions.
+#[derive(Deserialize)]
+struct SnapshotDataV1 {
+    last_applied: Option<LogId<u64>>,
+    last_membership: Membership,
+    state: ClusterStateV1,
+}
+
+/// [`ClusterState`] as format 1 encoded it.
+#[derive(Deserialize)]
+struct ClusterStateV1 {
+    nodes: std::collections::BTreeMap<dfs_placement::NodeId, crate::NodeInfo>,
+    files: dfs_placement::PlacementTable,
 }
 
 /// Encodes the data of a snapshot of `sm`: postcard of the format number then the fields.
@@ -79,9 +95,21 @@ fn decode_data(bytes: &[u8]) -> Result<SmData, StoreError> {
     let (format, rest) = postcard::take_from_bytes::<u32>(bytes).map_err(bad)?;
     match format {
         SNAPSHOT_DATA_FORMAT => {
+            let data: SnapshotData = postcard::from_bytes(rest).map_err(bad)?;
+            Ok(SmData {
+                state: data.state,
+                last_applied: data.last_applied,
+                last_membership: data.last_membership,
+            })
+        }
+        1 => {
             let v1: SnapshotDataV1 = postcard::from_bytes(rest).map_err(bad)?;
             Ok(SmData {
-                state: v1.state,
+                state: ClusterState {
+                    nodes: v1.state.nodes,
+                    files: v1.state.files,
+                    sessions: Default::default(),
+                },
                 last_applied: v1.last_applied,
                 last_membership: v1.last_membership,
             })
@@ -429,5 +457,39 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod format_test {
+    use super::*;
+    use crate::MapCommand;
+
+    /// A map as format 1 wrote it (before sessions) still reads back.
+    #[test]
+    fn format_1_snapshot_data_still_reads() {
+        let mut state = ClusterState::default();
+        state.apply(&MapCommand::NodeUp {
+            id: 1,
+            addr: "127.0.0.1:7000".into(),
+            incarnation: 1,
+        });
+        state.apply(&MapCommand::CreateFile {
+            name: "a".into(),
+            file_id: 5,
+            replicas: vec![1],
+        });
+        let membership = Membership::default();
+        let v1 = postcard::to_stdvec(&(
+            1u32,
+            None::<LogId<u64>>,
+            &membership,
+            (&state.nodes, &state.files),
+        ))
+        .expect("encode");
+        let data = decode_data(&v1).expect("format 1 decodes");
+        assert_eq!(data.state, state);
+        let v2 = encode_data(&data).expect("encode");
+        assert_eq!(decode_data(&v2).expect("format 2 decodes").state, state);
     }
 }
