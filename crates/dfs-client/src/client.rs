@@ -187,12 +187,27 @@ impl Client {
         offset: u64,
         len: Option<u64>,
     ) -> Result<Bytes, ClientError> {
-        let mut stream = self.read_stream(name, offset, len).await?;
-        let mut out = BytesMut::with_capacity(stream.len().min(64 << 20) as usize);
-        while let Some(chunk) = stream.next_chunk().await {
-            out.extend_from_slice(&chunk?);
-        }
-        Ok(out.freeze())
+        let op = self.read_op(name, offset, len)?;
+        // The whole read is retried (a fresh snapshot, on another node if need be) when
+        // its stream breaks off, not only when it fails to start: nothing was handed out.
+        self.retrying(|conn| {
+            let op = op.clone();
+            async move {
+                let mut stream = self.start_read(conn, op).await?;
+                let mut out = BytesMut::with_capacity(stream.len().min(64 << 20) as usize);
+                while let Some(chunk) = stream.next_chunk().await {
+                    let chunk = chunk.map_err(|e| match e {
+                        // Broken off mid-stream: worth another attempt here, unlike for a
+                        // caller who was handed part of the stream already.
+                        ClientError::Interrupted(why) => ClientError::Unavailable(why),
+                        other => other,
+                    })?;
+                    out.extend_from_slice(&chunk);
+                }
+                Ok(out.freeze())
+            }
+        })
+        .await
     }
 
     /// Streams a read into `writer`; returns the file's info and the bytes written.
@@ -225,39 +240,43 @@ impl Client {
         offset: u64,
         len: Option<u64>,
     ) -> Result<ReadStream, ClientError> {
+        let op = self.read_op(name, offset, len)?;
+        self.retrying(|conn| self.start_read(conn, op.clone()))
+            .await
+    }
+
+    fn read_op(&self, name: &str, offset: u64, len: Option<u64>) -> Result<Op, ClientError> {
         Name::parse(name)?;
-        let op = Op::Read {
+        Ok(Op::Read {
             name: name.to_owned(),
             offset,
             len,
-        };
-        let timeout = self.inner.config.request_timeout;
-        self.retrying(|conn| {
-            let op = op.clone();
-            async move {
-                let (id, mut rx) = conn.register();
-                let guard = Forget(conn.clone(), id);
-                conn.send(ClientFrame::Request(Request { id, op })).await?;
-                match recv(&conn, &mut rx, timeout).await? {
-                    ServerFrame::Response(r) => match r.result.map_err(from_wire)? {
-                        Reply::ReadStart { info, offset, len } => Ok(ReadStream {
-                            _guard: guard,
-                            rx,
-                            conn,
-                            info,
-                            offset,
-                            len,
-                            received: 0,
-                            done: false,
-                            timeout,
-                        }),
-                        other => Err(unexpected(&other)),
-                    },
-                    other => Err(unexpected_frame(&other)),
-                }
-            }
         })
-        .await
+    }
+
+    /// One attempt at starting read `op` on `conn`.
+    async fn start_read(&self, conn: Arc<Connection>, op: Op) -> Result<ReadStream, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        let (id, mut rx) = conn.register();
+        let guard = Forget(conn.clone(), id);
+        conn.send(ClientFrame::Request(Request { id, op })).await?;
+        match recv(&conn, &mut rx, timeout).await? {
+            ServerFrame::Response(r) => match r.result.map_err(from_wire)? {
+                Reply::ReadStart { info, offset, len } => Ok(ReadStream {
+                    _guard: guard,
+                    rx,
+                    conn,
+                    info,
+                    offset,
+                    len,
+                    received: 0,
+                    done: false,
+                    timeout,
+                }),
+                other => Err(unexpected(&other)),
+            },
+            other => Err(unexpected_frame(&other)),
+        }
     }
 
     /// Deletes a file from every replica and from the table.
