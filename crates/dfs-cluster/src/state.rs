@@ -2,7 +2,7 @@
 //! clock, no randomness, no I/O), so every node that applies the same log holds the same
 //! map.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dfs_placement::{FileId, NodeId, Placement, PlacementTable};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,11 @@ pub struct ClusterState {
     pub files: PlacementTable,
     /// What recent [`MapCommand::Tagged`] commands did, to answer their retries.
     pub sessions: Sessions,
+    /// Files created by a write ([`MapCommand::CreateFileForWrite`]) and not claimed by a
+    /// create since: such a file exists for users only once its primary's copy has been
+    /// written (version 1 or more), so that a write that creates its file takes effect
+    /// whole, or not at all if it fails.
+    pub unwritten: BTreeSet<FileId>,
 }
 
 /// Names one client request, the same on each of its retries: the client's random id and
@@ -148,7 +153,8 @@ pub enum MapCommand {
         /// The results of the file's recent writes, by request.
         writes: Vec<(RequestTag, WriteResult)>,
     },
-    /// Removes a file only if the name still refers to `file_id` at `epoch`: a primary
+    /// Removes a file only if the name still refers to `file_id` at `epoch` and the file
+    /// is still [`unwritten`](ClusterState::unwritten) (no create claimed it): a primary
     /// taking back the create of a write that failed. Should this commit late, after the
     /// primary gave up waiting, it cannot remove the file once its epoch has moved on
     /// (the primary moves it before it writes there again).
@@ -159,6 +165,25 @@ pub enum MapCommand {
         file_id: FileId,
         /// The epoch the proposer saw.
         epoch: u64,
+    },
+    /// [`CreateFile`](Self::CreateFile) for a write to a missing file: the file is listed
+    /// in [`ClusterState::unwritten`] until a create claims it (or it is deleted).
+    CreateFileForWrite {
+        /// The file's name.
+        name: String,
+        /// A fresh id.
+        file_id: FileId,
+        /// Its replicas, primary first (the creating node first).
+        replicas: Vec<NodeId>,
+    },
+    /// A create of a name whose file is `unwritten` and whose primary's copy was found
+    /// unwritten: the file now exists, empty (`Created`). Only while it is still that
+    /// file and unwritten; otherwise `AlreadyExists` or `NotFound`.
+    ClaimFile {
+        /// The file's name.
+        name: String,
+        /// The id the claimer saw.
+        file_id: FileId,
     },
     /// `command` on behalf of client request `tag`: applied at most once. If a command
     /// with this tag changed the map before (`Created`, `Deleted`, `Updated`), that
@@ -315,12 +340,38 @@ impl ClusterState {
                 }
                 response
             }
+            MapCommand::CreateFileForWrite {
+                name,
+                file_id,
+                replicas,
+            } => {
+                let response = self.apply(&MapCommand::CreateFile {
+                    name: name.clone(),
+                    file_id: *file_id,
+                    replicas: replicas.clone(),
+                });
+                if matches!(response, MapResponse::Created(_)) {
+                    self.unwritten.insert(*file_id);
+                }
+                response
+            }
+            MapCommand::ClaimFile { name, file_id } => match self.files.get(name) {
+                Some(p) if p.file_id == *file_id && self.unwritten.remove(file_id) => {
+                    MapResponse::Created(p.clone())
+                }
+                Some(p) => MapResponse::AlreadyExists(p.clone()),
+                None => MapResponse::NotFound,
+            },
             MapCommand::DeleteFileAt {
                 name,
                 file_id,
                 epoch,
             } => match self.files.get(name) {
-                Some(p) if p.file_id == *file_id && p.epoch == *epoch => {
+                Some(p)
+                    if p.file_id == *file_id
+                        && p.epoch == *epoch
+                        && self.unwritten.contains(file_id) =>
+                {
                     self.apply(&MapCommand::DeleteFile {
                         name: name.clone(),
                         file_id: *file_id,
@@ -333,7 +384,10 @@ impl ClusterState {
                 None => MapResponse::NotFound,
                 Some(p) if p.file_id != *file_id => MapResponse::Conflict(Some(p.clone())),
                 Some(_) => match self.files.remove(name) {
-                    Ok(p) => MapResponse::Deleted(p),
+                    Ok(p) => {
+                        self.unwritten.remove(file_id);
+                        MapResponse::Deleted(p)
+                    }
                     Err(_) => MapResponse::NotFound,
                 },
             },
@@ -693,7 +747,11 @@ mod test {
     #[test]
     fn a_take_back_removes_the_file_only_at_its_epoch() {
         let mut s = three();
-        s.apply(&create("a", 10, &[1, 2]));
+        s.apply(&MapCommand::CreateFileForWrite {
+            name: "a".into(),
+            file_id: 10,
+            replicas: vec![1, 2],
+        });
         let take_back = MapCommand::DeleteFileAt {
             name: "a".into(),
             file_id: 10,
@@ -708,7 +766,11 @@ mod test {
         });
         assert!(matches!(s.apply(&take_back), MapResponse::Conflict(_)));
         assert!(s.files.get("a").is_some());
-        s.apply(&create("b", 20, &[1, 2]));
+        s.apply(&MapCommand::CreateFileForWrite {
+            name: "b".into(),
+            file_id: 20,
+            replicas: vec![1, 2],
+        });
         let take_back = MapCommand::DeleteFileAt {
             name: "b".into(),
             file_id: 20,
@@ -716,5 +778,41 @@ mod test {
         };
         assert!(matches!(s.apply(&take_back), MapResponse::Deleted(_)));
         assert!(s.files.get("b").is_none());
+    }
+
+    #[test]
+    fn a_file_a_write_created_is_unwritten_until_claimed_or_deleted() {
+        let mut s = three();
+        let for_write = |name: &str, file_id| MapCommand::CreateFileForWrite {
+            name: name.into(),
+            file_id,
+            replicas: vec![1, 2],
+        };
+        assert!(matches!(
+            s.apply(&for_write("a", 10)),
+            MapResponse::Created(_)
+        ));
+        assert!(s.unwritten.contains(&10));
+        let claim = |name: &str, file_id| MapCommand::ClaimFile {
+            name: name.into(),
+            file_id,
+        };
+        assert!(matches!(s.apply(&claim("a", 10)), MapResponse::Created(_)));
+        assert!(!s.unwritten.contains(&10));
+        assert!(matches!(
+            s.apply(&claim("a", 10)),
+            MapResponse::AlreadyExists(_)
+        ));
+        // Claimed: a take-back no longer removes it.
+        let take_back = MapCommand::DeleteFileAt {
+            name: "a".into(),
+            file_id: 10,
+            epoch: 1,
+        };
+        assert!(matches!(s.apply(&take_back), MapResponse::Conflict(_)));
+        s.apply(&for_write("b", 11));
+        assert!(matches!(s.apply(&delete("b", 11)), MapResponse::Deleted(_)));
+        assert!(s.unwritten.is_empty());
+        assert_eq!(s.apply(&claim("b", 11)), MapResponse::NotFound);
     }
 }

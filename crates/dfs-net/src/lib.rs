@@ -12,6 +12,12 @@
 //!
 //! The transport is carried explicitly (an `Arc<dyn Transport>` in each configuration), not
 //! chosen by a global, so real and simulated nodes can share one test process.
+//!
+//! [`blocking`] is the other half of the environment the simulator replaces: where file
+//! I/O runs (tokio's blocking pool, or inline on a simulation's thread so that a seed
+//! replays exactly).
+
+pub mod blocking;
 
 use std::fmt::Debug;
 use std::io;

@@ -62,9 +62,9 @@ impl Node {
             fsync: config.fsync,
         };
         // The store logs what its recovery found; a damaged file stays out of service.
-        let (store, _report) = tokio::task::spawn_blocking(move || Store::open(store_config))
+        let (store, _report) = dfs_net::blocking::run(move || Store::open(store_config))
             .await
-            .map_err(|e| NodeError::Config(format!("store task failed: {e}")))??;
+            .map_err(|e| NodeError::Config(e.to_string()))??;
         let listener =
             config
                 .transport

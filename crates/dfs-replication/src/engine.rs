@@ -328,24 +328,71 @@ impl Engine {
     pub async fn create(&self, name: &str, tag: Option<OpTag>) -> Result<FileInfo, EngineError> {
         let name = Name::parse(name)?.into_string();
         let _lock = self.locks.write(name.clone()).await;
+        let found = self.find(&name).await?;
+        // A file a write created and has not written yet does not exist for users: a
+        // create claims it (it then exists, empty) unless that write landed meanwhile.
+        if let Some(p) = &found
+            && self.is_unwritten(p.file_id)
+        {
+            return self.claim(&name, p, tag).await;
+        }
         // Untagged, an existing name fails at once; tagged, only the map can say whether
         // this request made it.
-        if tag.is_none() && self.find(&name).await?.is_some() {
+        if tag.is_none() && found.is_some() {
             return Err(EngineError::AlreadyExists(name));
         }
         let placement = match self.create_locked(&name, false, tag).await? {
             (placement, true) => placement,
+            // A write created it since `find` looked.
+            (p, false) if self.is_unwritten(p.file_id) => {
+                return self.claim(&name, &p, tag).await;
+            }
             (_, false) => return Err(EngineError::AlreadyExists(name)),
         };
-        Ok(FileInfo {
-            name: name.clone(),
-            file_id: placement.file_id,
-            size: 0,
-            version: 0,
-            checksum: crc32c_empty(),
-            replicas: placement.replicas.clone(),
-            modified_ms: 0,
-        })
+        Ok(empty_info(name, &placement))
+    }
+
+    /// Whether file `id` was created by a write and not claimed by a create since (see
+    /// [`ClusterState::unwritten`]): it exists for users only once written.
+    pub(crate) fn is_unwritten(&self, id: FileId) -> bool {
+        self.map.read(|s| s.unwritten.contains(&id))
+    }
+
+    /// A create of a name whose file a write created: if that file's primary has not
+    /// written it, the create claims it (it now exists, empty); if it has, the name
+    /// exists already.
+    async fn claim(
+        &self,
+        name: &str,
+        placement: &Placement,
+        tag: Option<OpTag>,
+    ) -> Result<FileInfo, EngineError> {
+        let row = [(name.to_owned(), placement.file_id, placement.clone())];
+        match self.metas_of(&row).await?.first() {
+            Some(Some((_, version))) if *version > 0 => {
+                return Err(EngineError::AlreadyExists(name.to_owned()));
+            }
+            Some(Some(_)) => {}
+            _ => {
+                return Err(EngineError::Unavailable(format!(
+                    "the primary of {name:?} has no copy to look at; try again"
+                )));
+            }
+        }
+        let command = tagged(
+            tag,
+            MapCommand::ClaimFile {
+                name: name.to_owned(),
+                file_id: placement.file_id,
+            },
+        );
+        match self.propose(command).await? {
+            MapResponse::Created(p) => Ok(empty_info(name.to_owned(), &p)),
+            MapResponse::AlreadyExists(_) => Err(EngineError::AlreadyExists(name.to_owned())),
+            other => Err(EngineError::Unavailable(format!(
+                "{name:?} changed while a create claimed it ({other:?}); try again"
+            ))),
+        }
     }
 
     /// Appends to or replaces a file (creating it if missing), on every replica before it
@@ -547,6 +594,10 @@ impl Engine {
             other => other?,
         };
         let id = placement.file_id;
+        if self.is_unwritten(id) && self.local_version(id).await? == 0 {
+            // Created by a write that has not written it: not there for users.
+            return self.deleted_before(&name, tag);
+        }
         // The file's recent writes go into the map's sessions with the delete: a write
         // applied here whose answer was lost is answered, not applied again to a new
         // file, when it is retried after the delete.
@@ -594,6 +645,17 @@ impl Engine {
         blocking(move || match store.delete(id) {
             Err(StoreError::NotFound(_)) => Ok(()),
             other => other,
+        })
+        .await
+    }
+
+    /// The version of this node's copy of file `id` (0 if it has none).
+    pub(crate) async fn local_version(&self, id: FileId) -> Result<u64, EngineError> {
+        let store = self.store.clone();
+        blocking(move || match store.meta(id) {
+            Ok(meta) => Ok(meta.version),
+            Err(StoreError::NotFound(_)) => Ok(0),
+            Err(e) => Err(e),
         })
         .await
     }
@@ -684,6 +746,10 @@ impl Engine {
         };
         let (store, id) = (self.store.clone(), placement.file_id);
         let snapshot = blocking(move || store.snapshot(id)).await?;
+        if snapshot.meta().version == 0 && self.is_unwritten(id) {
+            // Created by a write that has not written it: not there for users.
+            return Err(EngineError::NotFound(name.to_owned()));
+        }
         // The read takes effect at the snapshot, which must be taken under this node's
         // lease: once it has run out, another node may have become the primary.
         if !self.holds_lease() {
@@ -711,8 +777,13 @@ impl Engine {
         let entries = rows
             .into_iter()
             .zip(metas)
-            .filter_map(|((name, _, _), meta)| {
-                meta.map(|(size, version)| ListEntry {
+            .filter_map(|((name, id, _), meta)| {
+                let (size, version) = meta?;
+                // Left out: a file a write created and has not written yet.
+                if version == 0 && self.is_unwritten(id) {
+                    return None;
+                }
+                Some(ListEntry {
                     name,
                     size,
                     version,
@@ -844,10 +915,18 @@ impl Engine {
         let file_id: FileId = rand::random::<u64>().max(1);
         let command = tagged(
             tag,
-            MapCommand::CreateFile {
-                name: name.to_owned(),
-                file_id,
-                replicas,
+            if for_write {
+                MapCommand::CreateFileForWrite {
+                    name: name.to_owned(),
+                    file_id,
+                    replicas,
+                }
+            } else {
+                MapCommand::CreateFile {
+                    name: name.to_owned(),
+                    file_id,
+                    replicas,
+                }
             },
         );
         let created = match self.propose(command).await {
@@ -985,15 +1064,16 @@ fn crc32c_empty() -> u32 {
     0
 }
 
-/// Runs blocking store work off the async threads.
+/// Runs blocking store work off the async threads (inline in a simulation: see
+/// `dfs_net::blocking`).
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, EngineError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    dfs_net::blocking::run(f)
         .await
-        .map_err(|e| EngineError::Internal(format!("store task failed: {e}")))?
+        .map_err(|e| EngineError::Internal(e.to_string()))?
         .map_err(EngineError::from)
 }
 
@@ -1003,6 +1083,19 @@ where
 pub(crate) struct Lease {
     pub(crate) until: Option<Instant>,
     pub(crate) drops: u64,
+}
+
+/// What a create answers: the new file, empty.
+fn empty_info(name: String, placement: &Placement) -> FileInfo {
+    FileInfo {
+        name,
+        file_id: placement.file_id,
+        size: 0,
+        version: 0,
+        checksum: crc32c_empty(),
+        replicas: placement.replicas.clone(),
+        modified_ms: 0,
+    }
 }
 
 /// `command` on behalf of client request `tag`, if any: applied at most once.

@@ -247,7 +247,7 @@ impl Engine {
                 Err(e) => {
                     self.abort_transfers(&live, transfer).await;
                     if let Some(txn) = txn.take() {
-                        tokio::task::spawn_blocking(move || drop(txn));
+                        dfs_net::blocking::detach(move || drop(txn));
                     }
                     return Err(e);
                 }

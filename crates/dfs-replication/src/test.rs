@@ -396,3 +396,47 @@ async fn a_one_node_data_directory_is_adopted_by_a_new_map() {
     assert_eq!(read_all(&e, "old/file").await, b"from before");
     assert_eq!(e.table(None, 10).await.expect("table").0[0].file_id, 77);
 }
+
+/// What a write that created its file and then failed leaves behind (its take-back lost
+/// too) is not there for users until written, and a create may claim it.
+#[tokio::test]
+async fn a_file_a_failed_write_created_is_invisible_until_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path()).await;
+    let leftover = |name: &str, file_id| dfs_cluster::MapCommand::CreateFileForWrite {
+        name: name.into(),
+        file_id,
+        replicas: vec![1],
+    };
+    e.map().propose(leftover("a", 41)).await.expect("committed");
+    assert!(matches!(
+        e.read("a", 0, None).await,
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(matches!(e.stat("a").await, Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        e.delete("a", None).await,
+        Err(EngineError::NotFound(_))
+    ));
+    let (listed, _) = e.list("", None, 10).await.expect("list");
+    assert!(listed.is_empty(), "listed: {listed:?}");
+    // A create claims it: it exists now, empty.
+    let created = e.create("a", tag(1)).await.expect("create claims it");
+    assert_eq!(created.file_id, 41);
+    assert_eq!(read_all(&e, "a").await, b"");
+    assert_eq!(e.list("", None, 10).await.expect("list").0.len(), 1);
+    assert!(matches!(
+        e.create("a", None).await,
+        Err(EngineError::AlreadyExists(_))
+    ));
+    // A write to such a leftover makes it exist, with what it wrote.
+    e.map().propose(leftover("b", 42)).await.expect("committed");
+    e.write(WriteMode::Append, "b", BodyStream::from_bytes("x"), None)
+        .await
+        .expect("append");
+    assert_eq!(read_all(&e, "b").await, b"x");
+    assert!(matches!(
+        e.create("b", None).await,
+        Err(EngineError::AlreadyExists(_))
+    ));
+}

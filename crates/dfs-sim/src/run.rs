@@ -164,6 +164,9 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         faults: faults.borrow().clone(),
     };
     let root = tempfile::tempdir().map_err(|e| fail(format!("temp dir: {e}"), &faults))?;
+    // Every host runs on this thread; their file work too, so that it happens at a point
+    // of the simulation the seed decides, not when a pool thread gets to it.
+    let _inline = InlineBlocking::on();
     let mut rng = Rng::new(seed);
     let max_latency = rng.millis(1, 20);
     let mut sim = turmoil::Builder::new()
@@ -220,7 +223,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         let done = workers_done.clone();
         let (ops, files, deletes) = (config.ops_per_client, config.files, config.deletes);
         sim.client(format!("c{c}"), async move {
-            let client = connect(servers, Duration::from_secs(3)).await?;
+            // Patient: the cluster may still be forming, under a fault, when a client starts.
+            let client = connect(servers, SETTLE_DEADLINE).await?;
             for seq in 0..ops {
                 tokio::time::sleep(rng.millis(0, 150)).await;
                 let file = format!("f{}", rng.below(files as u64));
@@ -353,6 +357,22 @@ async fn connect(servers: Vec<String>, patience: Duration) -> Result<Client, Cli
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Blocking work inline on this thread while it lives (see `dfs_net::blocking`).
+struct InlineBlocking;
+
+impl InlineBlocking {
+    fn on() -> Self {
+        dfs_net::blocking::run_inline_on_this_thread(true);
+        InlineBlocking
+    }
+}
+
+impl Drop for InlineBlocking {
+    fn drop(&mut self) {
+        dfs_net::blocking::run_inline_on_this_thread(false);
     }
 }
 

@@ -10,8 +10,11 @@ use dfs_sim::{SimConfig, SimReport, run_seed};
 /// Seeds run on every `cargo test`.
 const CI_SEEDS: u64 = 8;
 
-/// Seeds that once failed, kept as regressions once fixed.
-const REGRESSIONS: &[u64] = &[];
+/// Seeds that once failed with creates and deletes mixed in (each for a bug since fixed:
+/// see ARCHITECTURE.md, "Proving it"), run again with them on every `cargo test`. Replay is
+/// not exact yet, so these rerun each one's workload and fault schedule, not necessarily
+/// its interleaving.
+const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -80,24 +83,23 @@ fn seeded_runs_under_faults_stay_linearizable() {
 #[test]
 fn regression_seeds_stay_fixed() {
     for &seed in REGRESSIONS {
-        run(seed);
+        run_with(seed, &SimConfig::default());
     }
 }
 
-/// Creates and deletes racing with writes. The races these found are fixed (see
-/// ARCHITECTURE.md, "Proving it"): seeds 0-99 passed. One known anomaly remains, seen
-/// in 3 of about 100 seeds run with debug logs on (which shift the timing): a write that creates its
-/// file and then fails (its replica set changed under it) can leave the file visible and
-/// empty until the write's retry lands. Not in the CI batch until that is fixed, so that CI
-/// does not fail at random.
+/// Creates and deletes racing with appends, puts and reads under faults (the default
+/// workload). `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
 #[test]
-#[ignore = "a rare known anomaly (write-created file visible empty after a failed write); run with --ignored"]
 fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
     let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
     let count = env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS);
+    let (mut ops, mut faults) = (0, 0);
     for seed in first..first + count {
-        run_with(seed, &SimConfig::default());
+        let report = run_with(seed, &SimConfig::default());
+        ops += report.ops;
+        faults += report.faults.len();
     }
+    println!("{count} seeds with creates and deletes: {ops} operations, {faults} fault events");
 }
 
 /// Not exact yet: tokio's scheduler choices (`select!`), work on blocking threads, hash

@@ -62,13 +62,16 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db(e.into())
 }
 
-/// Runs blocking storage work (disk I/O, fsync) off the async threads. A panic in `f` is
-/// resumed in the caller.
+/// Runs blocking storage work (disk I/O, fsync) off the async threads (inline in a
+/// simulation: see `dfs_net::blocking`). A panic in `f` is resumed in the caller.
 async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
+    if dfs_net::blocking::is_inline() {
+        return f();
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

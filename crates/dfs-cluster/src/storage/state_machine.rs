@@ -109,6 +109,7 @@ fn decode_data(bytes: &[u8]) -> Result<SmData, StoreError> {
                     nodes: v1.state.nodes,
                     files: v1.state.files,
                     sessions: Default::default(),
+                    unwritten: Default::default(),
                 },
                 last_applied: v1.last_applied,
                 last_membership: v1.last_membership,
