@@ -103,6 +103,9 @@ pub enum Command {
     Table,
     /// Show every node (address, up or down, role) and the cluster map's leader and term.
     Status,
+    /// Check every copy on every node against its checksum now; damaged copies are replaced
+    /// by good ones from other replicas. Prints what each node found.
+    Scrub,
 }
 
 /// `write NAME TEXT` or `write NAME --random N`.
@@ -335,6 +338,7 @@ mod test {
         );
         assert_eq!(op(&["stat", "f"]), Command::Stat { name: name("f") });
         assert_eq!(op(&["table"]), Command::Table);
+        assert_eq!(op(&["scrub"]), Command::Scrub);
         assert_eq!(op(&["status"]), Command::Status);
     }
 
@@ -531,7 +535,7 @@ mod test {
         let help = ShellLine::command().render_help().to_string();
         for cmd in [
             "create", "write", "put", "read", "get", "delete", "ls", "stat", "table", "status",
-            "exit", "help",
+            "scrub", "exit", "help",
         ] {
             assert!(help.contains(cmd), "{cmd} missing from\n{help}");
         }

@@ -120,6 +120,14 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 || output::status_text(&status),
             )
         }
+        Command::Scrub => {
+            let reports = client.scrub().await?;
+            emit(
+                json,
+                || output::scrub_json(&reports),
+                || output::scrub_text(&reports),
+            )
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use dfs_client::{ClusterStatus, FileInfo, ListEntry, TableEntry, WriteAck};
+use dfs_client::{ClusterStatus, FileInfo, ListEntry, ScrubReport, TableEntry, WriteAck};
 use serde_json::{Value, json};
 
 /// A CRC-32C as scripts compare it: 8 lower-case hex digits.
@@ -150,6 +150,57 @@ pub fn table_text(entries: &[TableEntry]) -> String {
         .map(|e| [e.name.clone(), node_list(&e.replicas)])
         .collect();
     columns(&rows, &[Align::Left, Align::Left])
+}
+
+/// `scrub`: an array with one object per node (`error` set if it was not scrubbed).
+pub fn scrub_json(reports: &[ScrubReport]) -> Value {
+    reports
+        .iter()
+        .map(|r| {
+            json!({
+                "node": r.node,
+                "files": r.files,
+                "bytes": r.bytes,
+                "error": r.error,
+                "bad": r.bad.iter().map(|b| json!({
+                    "name": b.name,
+                    "file_id": b.file_id,
+                    "replaced": b.replaced,
+                    "action": b.action,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+/// `scrub`, for people: one line per node, then one per damaged copy.
+pub fn scrub_text(reports: &[ScrubReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        if let Some(why) = &r.error {
+            let _ = writeln!(out, "node {}: not scrubbed: {why}", r.node);
+            continue;
+        }
+        let verdict = match r.bad.len() {
+            0 => "all good".to_owned(),
+            1 => "1 damaged copy".to_owned(),
+            n => format!("{n} damaged copies"),
+        };
+        let _ = writeln!(
+            out,
+            "node {}: {} copies ({} bytes) checked, {verdict}",
+            r.node, r.files, r.bytes
+        );
+        for b in &r.bad {
+            let what = if b.replaced {
+                "replaced"
+            } else {
+                "NOT REPAIRED"
+            };
+            let _ = writeln!(out, "  {} ({what}): {}", b.name, b.action);
+        }
+    }
+    out
 }
 
 /// `status`, for people: one line per node, then the leader and term.
@@ -499,6 +550,41 @@ mod test {
         assert!(
             status_text(&no_leader).ends_with("leader unknown, term 4, replication factor 2\n")
         );
+    }
+
+    #[test]
+    fn human_and_json_scrub() {
+        use dfs_client::BadCopy;
+        let reports = vec![
+            ScrubReport {
+                node: 1,
+                files: 3,
+                bytes: 1200,
+                bad: vec![BadCopy {
+                    name: "a".into(),
+                    file_id: 9,
+                    replaced: true,
+                    action: "left the replica set".into(),
+                }],
+                error: None,
+            },
+            ScrubReport {
+                node: 2,
+                files: 0,
+                bytes: 0,
+                bad: Vec::new(),
+                error: Some("the node is down".into()),
+            },
+        ];
+        assert_eq!(
+            scrub_text(&reports),
+            "node 1: 3 copies (1200 bytes) checked, 1 damaged copy\n  \
+             a (replaced): left the replica set\n\
+             node 2: not scrubbed: the node is down\n"
+        );
+        let v = scrub_json(&reports);
+        assert_eq!(v[0]["bad"][0]["file_id"], 9);
+        assert_eq!(v[1]["error"], "the node is down");
     }
 
     #[test]

@@ -659,3 +659,118 @@ fn a_full_disk_on_one_node() {
     c.wait_replicated(SMALL);
     c.check_all(&IDS);
 }
+
+/// Flips one byte of the content of file `id`'s copy under `data_dir` (past the store's two
+/// 4 KiB header slots), as disk rot would.
+fn rot(data_dir: &std::path::Path, id: u64, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let path = data_dir
+        .join("store")
+        .join("files")
+        .join(format!("{id:016x}"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let offset = 8192 + at;
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("read the byte");
+    byte[0] ^= 0x20;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("write the byte");
+    file.sync_all().expect("sync");
+}
+
+/// A replica's bytes corrupted on disk (BRIEF 4), on a file's second replica and on
+/// another file's primary: `dfs-client scrub` finds both damaged copies, each node leaves
+/// the replica set and drops its copy, repair installs good copies back, and every node
+/// serves the original content; a second scrub finds nothing.
+#[test]
+fn a_corrupted_copy_is_found_by_scrub_and_repaired() {
+    let mut c = Cluster::start(2);
+    let content = pattern(3, 300_000);
+    let names = ["rot/second", "rot/primary"];
+    let mut victims = BTreeMap::new();
+    for (which, name) in names.into_iter().enumerate() {
+        c.put(&IDS, name, &content);
+        let stat = c.json(&[1], &["stat", name]);
+        let replicas = c.checked_replicas(name, &stat["replicas"]);
+        let id = stat["file_id"].as_u64().expect("a file id");
+        // The first file's second replica, the second file's primary.
+        let victim = replicas[1 - which];
+        rot(&c.node(victim).data_dir, id, 123_456);
+        victims.insert(name.to_owned(), (victim, id));
+    }
+
+    let reports = c.json(&[1], &["scrub"]);
+    let reports = reports.as_array().expect("one report per node");
+    assert_eq!(reports.len(), IDS.len(), "{reports:?}");
+    for (name, (victim, id)) in &victims {
+        let report = reports
+            .iter()
+            .find(|r| r["node"].as_u64() == Some(*victim))
+            .unwrap_or_else(|| panic!("no report from node {victim}: {reports:?}"));
+        let bad = report["bad"].as_array().expect("bad copies");
+        let found = bad
+            .iter()
+            .find(|b| b["name"].as_str() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("node {victim} did not report {name}: {report}"));
+        assert_eq!(found["file_id"].as_u64(), Some(*id));
+        assert_eq!(found["replaced"], true, "{found}");
+    }
+    let total_bad: usize = reports
+        .iter()
+        .map(|r| r["bad"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(total_bad, 2, "only the two damaged copies: {reports:?}");
+    let text = c.run(&[2], &["scrub"], None);
+    assert!(text.status.success(), "{}", stderr(&text));
+    eprintln!("{}", String::from_utf8_lossy(&text.stdout));
+
+    // Repaired: R copies again (on the file's home nodes: the victim again, or another
+    // node), the original content through every node, and nothing damaged left anywhere.
+    for (name, (victim, id)) in &victims {
+        c.wait_for(
+            &format!("{name} has 2 replicas again"),
+            FAILOVER_DEADLINE,
+            || {
+                let stat = c.try_json(&[1], &["stat", name])?;
+                let replicas: Vec<u64> = stat["replicas"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .unwrap_or_default();
+                let damaged = c
+                    .node(*victim)
+                    .data_dir
+                    .join("store")
+                    .join("files")
+                    .join(format!("{id:016x}"));
+                if replicas.len() == 2 && (replicas.contains(victim) || !damaged.exists()) {
+                    eprintln!("{name}: replicas {replicas:?} (node {victim} had the damaged copy)");
+                    Ok(())
+                } else {
+                    Err(format!("replicas {replicas:?}"))
+                }
+            },
+        );
+        for id in IDS {
+            let read = c.try_read(&[id], name);
+            assert_eq!(
+                read.as_ref().map(|r| r.as_ref().map(Vec::len)),
+                Ok(Some(content.len())),
+                "{name} through node {id}"
+            );
+            assert!(
+                read == Ok(Some(content.clone())),
+                "{name} through node {id} differs"
+            );
+        }
+    }
+    let again = c.json(&[3], &["scrub"]);
+    for report in again.as_array().expect("reports") {
+        assert_eq!(report["bad"].as_array().map(Vec::len), Some(0), "{report}");
+        assert!(report["error"].is_null(), "{report}");
+    }
+}

@@ -9,13 +9,17 @@ use bytes::{Bytes, BytesMut};
 use dfs_net::{SharedTransport, Tcp};
 use dfs_proto::{
     Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, FileInfo, ListEntry, Name, Op, OpTag,
-    PAGE_ENTRIES_MAX, Reply, Request, Role, ServerFrame, TableEntry, WriteAck, validate_prefix,
+    PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport, ServerFrame, TableEntry, WriteAck,
+    validate_prefix,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::ClientError;
 use crate::connection::{Connection, Replies, from_wire, lost};
+
+/// How long [`Client::scrub`] waits for the cluster's answer (every node reads every copy).
+pub const SCRUB_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The longest pause between two attempts of a request (the pause starts at 20 ms and
 /// doubles): short, so a request goes through soon after a failover (well under a second).
@@ -349,6 +353,22 @@ impl Client {
                 }
                 other => return Err(unexpected(&other)),
             }
+        }
+    }
+
+    /// Scrubs every node now: each re-reads its copies and checks their checksums, and a
+    /// damaged copy is replaced by a good one from another replica. Answers what each node
+    /// found (this can take as long as reading every copy; not retried on other nodes
+    /// once it started, as a scrub is not cheap).
+    pub async fn scrub(&self) -> Result<Vec<ScrubReport>, ClientError> {
+        let conn = self.connection().await?;
+        let (id, mut rx) = conn.register();
+        let _guard = Forget(conn.clone(), id);
+        conn.send(ClientFrame::Request(Request { id, op: Op::Scrub }))
+            .await?;
+        match response(&conn, &mut rx, SCRUB_TIMEOUT).await? {
+            Reply::Scrub(reports) => Ok(reports),
+            other => Err(unexpected(&other)),
         }
     }
 

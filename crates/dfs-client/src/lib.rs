@@ -31,11 +31,12 @@ mod client;
 mod connection;
 mod error;
 
-pub use client::{Client, ClientConfig, ReadStream};
+pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT};
 pub use connection::RawConnection;
 pub use dfs_net::{SharedTransport, Tcp, Transport};
 pub use dfs_proto::{
-    ClusterStatus, FileInfo, ListEntry, NodeRole, NodeStatus, TableEntry, WriteAck,
+    BadCopy, ClusterStatus, FileInfo, ListEntry, NodeRole, NodeStatus, ScrubReport, TableEntry,
+    WriteAck,
 };
 pub use error::ClientError;
 

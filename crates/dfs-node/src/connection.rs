@@ -390,6 +390,7 @@ async fn handle_request(
             .await
             .map(|(entries, next)| Reply::Table { entries, next }),
         Op::Status => Ok(Reply::Status(engine.status().await)),
+        Op::Scrub => Ok(Reply::Scrub(engine.scrub_cluster().await)),
     };
     if let Err(e) = &result {
         log_error(id, e);

@@ -232,6 +232,9 @@ pub enum Op {
     },
     /// Every node's state and the cluster map's leader and term.
     Status,
+    /// Checks every copy on every node that is up against its checksum now (a scrub), and
+    /// has each bad copy replaced by a good one; answers what each node found.
+    Scrub,
 }
 
 impl Op {
@@ -244,7 +247,7 @@ impl Op {
             | Op::Read { name, .. }
             | Op::Delete { name, .. }
             | Op::Stat { name } => Some(name),
-            Op::List { .. } | Op::Table { .. } | Op::Status => None,
+            Op::List { .. } | Op::Table { .. } | Op::Status | Op::Scrub => None,
         }
     }
 
@@ -302,6 +305,38 @@ pub enum Reply {
     },
     /// `status`.
     Status(ClusterStatus),
+    /// `scrub`: one report per node asked, in node order.
+    Scrub(Vec<ScrubReport>),
+}
+
+/// What one node's scrub found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// The node.
+    pub node: NodeId,
+    /// Copies checked.
+    pub files: u64,
+    /// Bytes read to check them.
+    pub bytes: u64,
+    /// Copies whose content did not match their checksum.
+    pub bad: Vec<BadCopy>,
+    /// Why the node could not scrub (it did not answer, or failed), if so.
+    pub error: Option<String>,
+}
+
+/// A copy a scrub found damaged, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadCopy {
+    /// The file's name.
+    pub name: String,
+    /// The file's id.
+    pub file_id: u64,
+    /// `true` once the damaged copy was taken out of service (the node left the file's
+    /// replica set and removed it, so a good copy is installed in its place); `false` when
+    /// no other replica could take over (the message says why).
+    pub replaced: bool,
+    /// What was done, or why nothing could be.
+    pub action: String,
 }
 
 /// What `stat` tells about a file.

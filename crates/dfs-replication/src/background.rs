@@ -41,6 +41,7 @@ pub(crate) fn spawn_all(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
             CLEANUP_INTERVAL,
             |e| async move { e.clean_up().await },
         ),
+        Engine::spawn_scrubs(engine, timing.scrub_interval),
     ]
 }
 

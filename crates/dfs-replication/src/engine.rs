@@ -79,6 +79,9 @@ pub struct Timing {
     pub peer_timeout: Duration,
     /// How often each primary looks for files missing a replica that can be restored.
     pub repair_interval: Duration,
+    /// How often each node scrubs its copies (re-reads them and checks their checksums);
+    /// the first scrub comes one interval after the start.
+    pub scrub_interval: Duration,
 }
 
 impl Default for Timing {
@@ -90,6 +93,7 @@ impl Default for Timing {
             failure_timeout: Duration::from_millis(3000),
             peer_timeout: Duration::from_secs(5),
             repair_interval: Duration::from_millis(500),
+            scrub_interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct Engine {
     /// Files (and the epoch) whose create, made by a write that then failed, this node
     /// tried to take back without hearing whether that committed.
     unsure_undos: Mutex<BTreeMap<FileId, u64>>,
+    /// Held while this node scrubs: one scrub at a time.
+    pub(crate) scrubbing: tokio::sync::Mutex<()>,
     /// Transfers from primaries in progress here.
     pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
     /// Whole copies received lately, and at start-up the copies of live files whose
@@ -222,6 +228,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             synced: Mutex::new(HashMap::new()),
             unsure_undos: Mutex::new(BTreeMap::new()),
+            scrubbing: tokio::sync::Mutex::new(()),
             transfers: Mutex::new(HashMap::new()),
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),

@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod primary;
 mod replica;
+mod scrub;
 mod wire;
 
 pub use body::{BODY_CHUNK_TIMEOUT, BodyStream, BodyTx};

@@ -80,6 +80,7 @@ impl Engine {
                 epoch,
             } => self.probe(&name, file_id, epoch).await,
             DataRpc::Metas { ids } => self.metas(ids).await,
+            DataRpc::Scrub => DataReply::Scrub(self.scrub_local().await),
         }
     }
 

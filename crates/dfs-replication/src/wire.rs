@@ -71,6 +71,8 @@ pub(crate) enum DataRpc {
         /// The files.
         ids: Vec<FileId>,
     },
+    /// Asks the receiver to scrub its copies now.
+    Scrub,
 }
 
 /// What a transfer does on the receiving replica.
@@ -132,6 +134,8 @@ pub(crate) enum DataReply {
     Role(dfs_proto::NodeRole),
     /// The request failed (the message says why).
     Failed(String),
+    /// What the receiver's scrub found.
+    Scrub(dfs_proto::ScrubReport),
 }
 
 /// Payloads that do not fit the peer frame are refused by the transport; these encoders
