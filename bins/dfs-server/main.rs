@@ -116,10 +116,27 @@ fn main() -> anyhow::Result<()> {
                 addrs.join(", ")
             );
         }
-        wait_for_signal().await?;
-        tracing::info!("signal received, shutting down");
+        // A node whose cluster map stopped (a raft log it could not write) cannot serve:
+        // the process shuts down and exits with an error, for a supervisor to restart it.
+        let failed = {
+            let failures = nodes.iter().map(|n| Box::pin(n.failed()));
+            tokio::select! {
+                signal = wait_for_signal() => {
+                    signal?;
+                    None
+                }
+                (why, _, _) = futures::future::select_all(failures) => Some(why),
+            }
+        };
+        match &failed {
+            None => tracing::info!("signal received, shutting down"),
+            Some(why) => tracing::error!(why, "the cluster map stopped; shutting down"),
+        }
         futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(why) => bail!("the cluster map stopped: {why}"),
+        }
     })
 }
 

@@ -774,3 +774,66 @@ fn a_corrupted_copy_is_found_by_scrub_and_repaired() {
         assert!(report["error"].is_null(), "{report}");
     }
 }
+
+/// A full disk under a node's raft log: its consensus engine stops (it cannot persist what
+/// it votes for or appends), and `dfs-server` then exits with an error rather than keep
+/// accepting clients it can no longer serve; the two others go on serving.
+#[test]
+fn a_full_raft_log_disk_stops_the_node() {
+    if !is_root() {
+        eprintln!("SKIPPED a_full_raft_log_disk_stops_the_node: mounting a small tmpfs needs root");
+        return;
+    }
+    let started = Cluster::start_with(2, |node: &Node| {
+        if node.id == SMALL {
+            TmpfsMount::new(&node.data_dir.join("raft"), "2m").map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let mut c = match started {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED a_full_raft_log_disk_stops_the_node: {e}");
+            return;
+        }
+    };
+    let rt = runtime();
+    let others = [1, 2];
+    let client = rt
+        .block_on(Client::with_config(client_config(&c, &others)))
+        .expect("client connects");
+    // Every create is a log entry on every node: node SMALL's 2 MiB fill up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut created = 0u64;
+    while !c.node_mut(SMALL).exited() {
+        assert!(
+            Instant::now() < deadline,
+            "node {SMALL} still runs after {created} creates filled its raft disk"
+        );
+        let name = format!("log/{created:06}/{}", "x".repeat(200));
+        rt.block_on(client.create(&name))
+            .expect("create through the others");
+        created += 1;
+    }
+    let status = c
+        .node_mut(SMALL)
+        .child
+        .as_mut()
+        .and_then(|child| child.try_wait().ok().flatten());
+    eprintln!("node {SMALL} exited after {created} creates: {status:?}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "node {SMALL} exited without an error status: {status:?}"
+    );
+    let log = std::fs::read_to_string(&c.node(SMALL).log).expect("the node's log");
+    assert!(
+        log.contains("the cluster map stopped"),
+        "{}",
+        c.node(SMALL).log_tail()
+    );
+    // The others still serve.
+    rt.block_on(client.put("log/after", b"still here".to_vec()))
+        .expect("the others serve");
+    c.kill(SMALL);
+}

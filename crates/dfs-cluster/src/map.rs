@@ -398,6 +398,27 @@ impl ClusterMap {
             })
     }
 
+    /// Waits until this node's consensus engine has stopped by itself (a fatal error, such
+    /// as a raft log that could not be written), and answers why; never returns while it
+    /// runs. Also returns after [`shutdown`](Self::shutdown).
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let fatal = metrics
+                .borrow()
+                .running_state
+                .as_ref()
+                .err()
+                .map(ToString::to_string);
+            if let Some(why) = fatal {
+                return why;
+            }
+            if metrics.changed().await.is_err() {
+                return "the consensus engine stopped".into();
+            }
+        }
+    }
+
     /// Reads the applied map.
     pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
         self.reader.read(f)

@@ -176,6 +176,14 @@ impl Node {
         self.addr
     }
 
+    /// Waits until the node can no longer take part in the cluster because its cluster
+    /// map stopped on a fatal error (its raft log could not be written, for example), and
+    /// answers why. A program running the node should then shut it down and exit with an
+    /// error, so that a supervisor restarts it; `dfs-server` does.
+    pub async fn failed(&self) -> String {
+        self.engine.map().stopped().await
+    }
+
     /// The node's engine, for embedding programs that want to call it directly.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine

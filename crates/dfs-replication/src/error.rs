@@ -63,9 +63,17 @@ impl EngineError {
         }
     }
 
-    /// The error as sent to a client.
+    /// The error as sent to a client. A full disk is told without the node's paths (its
+    /// log has them).
     pub fn to_wire(&self) -> WireError {
-        WireError::new(self.code(), self.to_string())
+        match self.code() {
+            ErrorCode::NoSpace => WireError::new(
+                ErrorCode::NoSpace,
+                "disk full: the node holding this file has no space left for the write \
+                 (its log says where)",
+            ),
+            code => WireError::new(code, self.to_string()),
+        }
     }
 }
 
@@ -86,6 +94,11 @@ mod tests {
         let full = io(ErrorKind::StorageFull).to_wire();
         assert_eq!(full.code, ErrorCode::NoSpace);
         assert!(full.message.starts_with("disk full: "), "{}", full.message);
+        assert!(
+            !full.message.contains("appending to f"),
+            "no internal detail: {}",
+            full.message
+        );
         assert!(!ErrorCode::NoSpace.is_retryable());
         assert_eq!(io(ErrorKind::Other).code(), ErrorCode::Internal);
     }
