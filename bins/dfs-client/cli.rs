@@ -99,9 +99,11 @@ pub enum Command {
         /// The file's name.
         name: String,
     },
-    /// Show the placement table: every file and the nodes holding it.
+    /// Show the placement table: every file, the nodes holding it and how many of its R
+    /// replicas it has (`1/2  under-replicated` for one short of a replica).
     Table,
-    /// Show every node (address, up or down, role) and the cluster map's leader and term.
+    /// Show every node (address, up or down and for how long, role), the cluster map's
+    /// leader and term, and how many files are short of replicas.
     Status,
     /// Check every copy on every node against its checksum now; damaged copies are replaced
     /// by good ones from other replicas. Prints what each node found.

@@ -43,7 +43,9 @@ pub fn table_json(entries: &[TableEntry]) -> Value {
 }
 
 /// `status`: an array with one object per node; `term` is the cluster map's and `leader`
-/// says whether this node leads it.
+/// says whether this node leads it; `down_for_ms` how long a down node has been down
+/// (`null` for one that is up). Like `term`, the cluster-wide `replication_factor` and
+/// `under_replicated` (files with fewer replicas than that) are on every node's object.
 pub fn status_json(status: &ClusterStatus) -> Value {
     status
         .nodes
@@ -56,6 +58,9 @@ pub fn status_json(status: &ClusterStatus) -> Value {
                 "role": n.role.as_str(),
                 "term": status.term,
                 "leader": status.leader == Some(n.id),
+                "down_for_ms": n.down_for_ms,
+                "replication_factor": status.replication_factor,
+                "under_replicated": status.under_replicated,
             })
         })
         .collect()
@@ -143,13 +148,29 @@ pub fn list_text(entries: &[ListEntry]) -> String {
     columns(&rows, &[Align::Left, Align::Right, Align::Right])
 }
 
-/// `table`, for people: `name  1,2`, one file a line.
+/// `table`, for people: `name  1,2  2/2`, one file a line: the nodes holding it (primary
+/// first) and how many of the replicas it should have; a file with fewer is marked
+/// `under-replicated`.
 pub fn table_text(entries: &[TableEntry]) -> String {
-    let rows: Vec<[String; 2]> = entries
+    let rows: Vec<[String; 4]> = entries
         .iter()
-        .map(|e| [e.name.clone(), node_list(&e.replicas)])
+        .map(|e| {
+            [
+                e.name.clone(),
+                node_list(&e.replicas),
+                format!("{}/{}", e.replicas.len(), e.replication_factor),
+                if e.is_under_replicated() {
+                    "under-replicated".to_owned()
+                } else {
+                    String::new()
+                },
+            ]
+        })
         .collect();
-    columns(&rows, &[Align::Left, Align::Left])
+    columns(
+        &rows,
+        &[Align::Left, Align::Left, Align::Right, Align::Left],
+    )
 }
 
 /// `scrub`: an array with one object per node (`error` set if it was not scrubbed).
@@ -203,9 +224,10 @@ pub fn scrub_text(reports: &[ScrubReport]) -> String {
     out
 }
 
-/// `status`, for people: one line per node, then the leader and term.
+/// `status`, for people: one line per node (a down one with how long it has been down),
+/// then the leader and term, then how many files have fewer replicas than they should.
 pub fn status_text(status: &ClusterStatus) -> String {
-    let rows: Vec<[String; 4]> = status
+    let rows: Vec<[String; 5]> = status
         .nodes
         .iter()
         .map(|n| {
@@ -214,12 +236,22 @@ pub fn status_text(status: &ClusterStatus) -> String {
                 n.addr.clone(),
                 if n.up { "up" } else { "down" }.to_owned(),
                 n.role.as_str().to_owned(),
+                n.down_for_ms
+                    .filter(|_| !n.up)
+                    .map(|ms| format!("for {}", format_span(ms)))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
     let mut out = columns(
         &rows,
-        &[Align::Right, Align::Left, Align::Left, Align::Left],
+        &[
+            Align::Right,
+            Align::Left,
+            Align::Left,
+            Align::Left,
+            Align::Left,
+        ],
     );
     let leader = status
         .leader
@@ -229,7 +261,33 @@ pub fn status_text(status: &ClusterStatus) -> String {
         "leader {leader}, term {}, replication factor {}",
         status.term, status.replication_factor
     );
+    let _ = write!(
+        out,
+        "under-replicated: {} {}",
+        status.under_replicated,
+        plural(status.under_replicated, "file")
+    );
+    if status.under_replicated > 0 && status.rereplicate_after_ms > 0 {
+        let _ = write!(
+            out,
+            " (copied to another live node after {} short)",
+            format_span(status.rereplicate_after_ms)
+        );
+    }
+    out.push('\n');
     out
+}
+
+/// A span of milliseconds for people: `850ms`, `42s`, `5m07s`, `3h05m`, `2d04h`.
+pub fn format_span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// Milliseconds since the Unix epoch as `2024-05-01 12:00:00.000 UTC`.
@@ -342,23 +400,28 @@ mod test {
                     addr: "127.0.0.1:6000".into(),
                     up: true,
                     role: NodeRole::Leader,
+                    down_for_ms: None,
                 },
                 NodeStatus {
                     id: 2,
                     addr: "127.0.0.1:7000".into(),
                     up: true,
                     role: NodeRole::Follower,
+                    down_for_ms: None,
                 },
                 NodeStatus {
                     id: 3,
                     addr: "127.0.0.1:8000".into(),
                     up: false,
                     role: NodeRole::Unknown,
+                    down_for_ms: Some(42_300),
                 },
             ],
             leader: Some(1),
             term: 4,
             replication_factor: 2,
+            under_replicated: 3,
+            rereplicate_after_ms: 60_000,
         }
     }
 
@@ -417,12 +480,14 @@ mod test {
                 file_id: 1,
                 replicas: vec![2, 3],
                 epoch: 1,
+                replication_factor: 2,
             },
             TableEntry {
                 name: "x/y".into(),
                 file_id: 2,
                 replicas: vec![1],
                 epoch: 5,
+                replication_factor: 2,
             },
         ];
         assert_eq!(table_json(&entries), json!({ "file1": [2, 3], "x/y": [1] }));
@@ -434,9 +499,12 @@ mod test {
         assert_eq!(
             status_json(&cluster()),
             json!([
-                { "id": 1, "addr": "127.0.0.1:6000", "up": true, "role": "leader", "term": 4, "leader": true },
-                { "id": 2, "addr": "127.0.0.1:7000", "up": true, "role": "follower", "term": 4, "leader": false },
-                { "id": 3, "addr": "127.0.0.1:8000", "up": false, "role": "unknown", "term": 4, "leader": false },
+                { "id": 1, "addr": "127.0.0.1:6000", "up": true, "role": "leader", "term": 4, "leader": true,
+                  "down_for_ms": null, "replication_factor": 2, "under_replicated": 3 },
+                { "id": 2, "addr": "127.0.0.1:7000", "up": true, "role": "follower", "term": 4, "leader": false,
+                  "down_for_ms": null, "replication_factor": 2, "under_replicated": 3 },
+                { "id": 3, "addr": "127.0.0.1:8000", "up": false, "role": "unknown", "term": 4, "leader": false,
+                  "down_for_ms": 42_300, "replication_factor": 2, "under_replicated": 3 },
             ])
         );
         let mut no_leader = cluster();
@@ -522,17 +590,20 @@ mod test {
                 file_id: 1,
                 replicas: vec![2, 3],
                 epoch: 1,
+                replication_factor: 2,
             },
             TableEntry {
                 name: "test_synchronization.txt".into(),
                 file_id: 2,
-                replicas: vec![1, 3],
-                epoch: 1,
+                replicas: vec![1],
+                epoch: 2,
+                replication_factor: 2,
             },
         ];
         assert_eq!(
             table_text(&entries),
-            "file1                     2,3\ntest_synchronization.txt  1,3\n"
+            "file1                     2,3  2/2\n\
+             test_synchronization.txt  1    1/2  under-replicated\n"
         );
     }
 
@@ -542,14 +613,42 @@ mod test {
             status_text(&cluster()),
             "1  127.0.0.1:6000  up    leader\n\
              2  127.0.0.1:7000  up    follower\n\
-             3  127.0.0.1:8000  down  unknown\n\
-             leader 1, term 4, replication factor 2\n"
+             3  127.0.0.1:8000  down  unknown   for 42s\n\
+             leader 1, term 4, replication factor 2\n\
+             under-replicated: 3 files (copied to another live node after 1m00s short)\n"
         );
-        let mut no_leader = cluster();
-        no_leader.leader = None;
+        let mut healed = cluster();
+        healed.leader = None;
+        healed.under_replicated = 0;
         assert!(
-            status_text(&no_leader).ends_with("leader unknown, term 4, replication factor 2\n")
+            status_text(&healed).ends_with(
+                "leader unknown, term 4, replication factor 2\nunder-replicated: 0 files\n"
+            ),
+            "{}",
+            status_text(&healed)
         );
+        let mut all_up = cluster();
+        all_up.nodes[2].up = true;
+        all_up.nodes[2].down_for_ms = None;
+        all_up.under_replicated = 1;
+        assert_eq!(
+            status_text(&all_up),
+            "1  127.0.0.1:6000  up  leader\n\
+             2  127.0.0.1:7000  up  follower\n\
+             3  127.0.0.1:8000  up  unknown\n\
+             leader 1, term 4, replication factor 2\n\
+             under-replicated: 1 file (copied to another live node after 1m00s short)\n"
+        );
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(format_span(0), "0ms");
+        assert_eq!(format_span(850), "850ms");
+        assert_eq!(format_span(42_300), "42s");
+        assert_eq!(format_span(307_000), "5m07s");
+        assert_eq!(format_span(11_100_000), "3h05m");
+        assert_eq!(format_span(187_200_000), "2d04h");
     }
 
     #[test]

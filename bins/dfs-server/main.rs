@@ -4,6 +4,7 @@
 //! Parses flags, sets up logging, and hands over to [`dfs::node::Node`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -65,6 +66,17 @@ struct RunArgs {
     /// acknowledged writes). Off by default.
     #[arg(long)]
     no_fsync: bool,
+    /// How long a file may run with fewer replicas than the replication factor (its
+    /// replica's node down, none of its home nodes up to take it back) before it is
+    /// copied to another live node: a number with a unit (`500ms`, `30s`, `5m`, `1h`; a
+    /// bare number is seconds). Default 30s.
+    #[arg(long, value_parser = parse_duration)]
+    rereplicate_after: Option<Duration>,
+    /// How often the node re-reads its copies and checks their checksums (a scrub; a
+    /// damaged copy is replaced by a good one from another replica), as for
+    /// `--rereplicate-after`. Default 24h. `dfs-client scrub` runs one at once.
+    #[arg(long, value_parser = parse_duration)]
+    scrub_interval: Option<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -178,8 +190,41 @@ fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
     config.replication_factor = args.replication_factor;
     config.fsync = !args.no_fsync;
     config.limits.connections_max = args.max_connections;
-    config.limits.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs);
+    config.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    if let Some(after) = args.rereplicate_after {
+        config.timing.rereplicate_after = after;
+    }
+    if let Some(every) = args.scrub_interval {
+        config.timing.scrub_interval = every;
+    }
     Ok(config)
+}
+
+/// A duration flag: digits and a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`, `5m`); a
+/// bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m or 1h"))?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -190,4 +235,65 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| parse_duration(s).expect(s);
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(ok("5m"), Duration::from_secs(300));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        for bad in [
+            "",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 days",
+            "5x",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_flag_reaches_the_node_config() {
+        let cli = Cli::try_parse_from([
+            "dfs-server",
+            "--id",
+            "1",
+            "--cluster",
+            "1=127.0.0.1:6000",
+            "--data-dir",
+            "/tmp/x",
+            "--rereplicate-after",
+            "2s",
+            "--scrub-interval",
+            "1h",
+        ])
+        .expect("parses");
+        let config = run_config(cli.run).expect("config");
+        assert_eq!(config.timing.rereplicate_after, Duration::from_secs(2));
+        assert_eq!(config.timing.scrub_interval, Duration::from_secs(3600));
+        let cli = Cli::try_parse_from([
+            "dfs-server",
+            "--id",
+            "1",
+            "--cluster",
+            "1=127.0.0.1:6000",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .expect("parses");
+        let config = run_config(cli.run).expect("config");
+        assert_eq!(config.timing.rereplicate_after, Duration::from_secs(30));
+        assert_eq!(config.timing.scrub_interval, Duration::from_secs(24 * 3600));
+    }
 }

@@ -44,7 +44,8 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn spawn(&mut self, members: &str, replication: usize) {
+    /// Starts the node's `dfs-server` with these common flags and `extra` ones.
+    pub(crate) fn spawn(&mut self, members: &str, replication: usize, extra: &[String]) {
         assert!(self.child.is_none(), "node {} is still running", self.id);
         let log = OpenOptions::new()
             .create(true)
@@ -56,6 +57,7 @@ impl Node {
             .args(["--replication-factor", &replication.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -104,6 +106,8 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Node>,
     pub(crate) members: String,
     pub(crate) replication: usize,
+    /// Further `dfs-server` flags every node gets (at every start).
+    pub(crate) server_args: Vec<String>,
     /// Every file that must exist, with its content.
     pub(crate) files: BTreeMap<String, Vec<u8>>,
     /// Files deleted through the cluster: reads must say not found.
@@ -133,6 +137,20 @@ impl Cluster {
     /// mount it returns lasts as long as the cluster.
     pub(crate) fn start_with(
         replication: usize,
+        prepare: impl FnMut(&Node) -> Result<Option<TmpfsMount>, String>,
+    ) -> Result<Cluster, String> {
+        Self::start_configured(replication, &[], prepare)
+    }
+
+    /// [`Cluster::start`], every node started with these further `dfs-server` flags.
+    pub(crate) fn start_with_args(replication: usize, server_args: &[&str]) -> Cluster {
+        Self::start_configured(replication, server_args, |_| Ok(None))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn start_configured(
+        replication: usize,
+        server_args: &[&str],
         mut prepare: impl FnMut(&Node) -> Result<Option<TmpfsMount>, String>,
     ) -> Result<Cluster, String> {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -141,6 +159,7 @@ impl Cluster {
             nodes: Vec::new(),
             members: String::new(),
             replication,
+            server_args: server_args.iter().map(|a| (*a).to_owned()).collect(),
             files: BTreeMap::new(),
             deleted: BTreeSet::new(),
             full_replicas: true,
@@ -212,8 +231,9 @@ impl Cluster {
     /// Spawns these nodes and waits until each answers a hello; false if one exited.
     pub(crate) fn spawn_and_listen(&mut self, ids: &[u64]) -> bool {
         let (members, replication) = (self.members.clone(), self.replication);
+        let extra = self.server_args.clone();
         for &id in ids {
-            self.node_mut(id).spawn(&members, replication);
+            self.node_mut(id).spawn(&members, replication, &extra);
         }
         let deadline = Instant::now() + START_DEADLINE;
         let mut waiting: Vec<u64> = ids.to_vec();

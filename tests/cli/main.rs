@@ -7,6 +7,7 @@ mod cluster;
 mod crash;
 mod faults;
 mod harness;
+mod heal;
 mod history;
 mod library;
 mod shell;

@@ -30,7 +30,9 @@
 //!
 //! # Compatibility
 //! postcard is not self-describing, so the hello carries [`PROTOCOL_VERSION`] and a node
-//! refuses any other. Enum variants are only ever appended, never reordered.
+//! refuses any other. Enum variants are only ever appended, never reordered; a struct that
+//! gains a field bumps the version (fields added so carry `#[serde(default)]`, for readers in
+//! self-describing formats such as JSON).
 //!
 //! Why postcard: compact, `serde`-driven, no schema compiler, and it decodes from a
 //! bounded buffer without trusting lengths inside the message beyond that buffer.
@@ -49,7 +51,12 @@ pub use name::{NAME_BYTES_MAX, Name, NameError, SEGMENT_BYTES_MAX, validate_pref
 pub const MAGIC: u32 = u32::from_be_bytes(*b"DFS1");
 
 /// The protocol version this crate speaks; a node refuses a hello with any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Bumped whenever an encoding changes other than by appending an enum variant (postcard
+/// has no field names: a struct that gains a field reads differently). 2: `TableEntry`
+/// gained `replication_factor`, `ClusterStatus` `under_replicated` and
+/// `rereplicate_after_ms`, `NodeStatus` `down_for_ms`.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame body either side accepts or sends (1 MiB).
 ///

@@ -393,6 +393,18 @@ pub struct TableEntry {
     pub replicas: Vec<NodeId>,
     /// Bumped on every change of the replica set.
     pub epoch: u64,
+    /// The replicas it should have (the answering node's replication factor): fewer
+    /// `replicas` than this means it is under-replicated (a replica's node went down and the
+    /// file has not been copied back or elsewhere yet).
+    #[serde(default)]
+    pub replication_factor: u32,
+}
+
+impl TableEntry {
+    /// Whether the file has fewer replicas than it should.
+    pub fn is_under_replicated(&self) -> bool {
+        self.replicas.len() < self.replication_factor as usize
+    }
 }
 
 /// The cluster as one node sees it.
@@ -406,6 +418,15 @@ pub struct ClusterStatus {
     pub term: u64,
     /// The replication factor new files get.
     pub replication_factor: u32,
+    /// Files with fewer replicas than the replication factor, per the answering node's map
+    /// (0 once self-healing has caught up).
+    #[serde(default)]
+    pub under_replicated: u64,
+    /// How long a file runs short of replicas (while none of its home nodes is up to take
+    /// it back) before its primary copies it to another live node, in milliseconds (the
+    /// answering node's setting, `--rereplicate-after`).
+    #[serde(default)]
+    pub rereplicate_after_ms: u64,
 }
 
 /// One member's state.
@@ -419,6 +440,12 @@ pub struct NodeStatus {
     pub up: bool,
     /// Its role in the cluster map.
     pub role: NodeRole,
+    /// For a node that is down: how long it has been, in milliseconds, as the answering
+    /// node saw it (since that node first found it down in its map, so at most as long as
+    /// the answering node has run). `None` for a node that is up, or that has not yet
+    /// registered in the map.
+    #[serde(default)]
+    pub down_for_ms: Option<u64>,
 }
 
 /// A node's role in the cluster map's consensus group.

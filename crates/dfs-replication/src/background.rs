@@ -1,12 +1,13 @@
 //! The engine's background work: leases, failure detection on the map's leader, restoring
 //! missing replicas, and removing copies the map no longer gives this node.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_cluster::{MapCommand, MapRole};
+use dfs_cluster::{ClusterState, MapCommand, MapRole};
 use dfs_net::Transport;
-use dfs_placement::{NodeId, Placement, place};
+use dfs_placement::{FileId, NodeId, place};
 use dfs_store::StoreError;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -22,6 +23,10 @@ const INSTALL_GRACE: Duration = Duration::from_secs(60);
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the leader's probe of a silent node's port may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Most copies a primary tries in one repair round (one at a time): a node that died with
+/// many files is made up for a few files per round, so the copies do not flood the network
+/// or hold many files' locks, and a round ends soon enough to see a home node that returns.
+pub(crate) const REPAIR_COPIES_PER_ROUND: usize = 8;
 
 /// Starts the background tasks of `engine`; they hold it weakly and end with it.
 pub(crate) fn spawn_all(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
@@ -190,39 +195,123 @@ impl Engine {
         }
     }
 
-    /// As primary: gives each file with fewer than R replicas back a node of its home (its
-    /// rendezvous placement over every known node) that is up again, by copying the file
-    /// to it and then adding it to the replica set.
+    /// As primary: gives each file with fewer than R replicas a new one. A node of the
+    /// file's home (its rendezvous placement over every known node) that is up again gets it
+    /// back at once; once the file has been short for [`Timing::rereplicate_after`] with no
+    /// home node up to take it, the best-ranked live node not holding it gets it (rendezvous
+    /// over the up nodes). Each copy is made under the file's write lock and committed with
+    /// `SetReplicas` at the epoch it was made at (see `add_replica`); at most
+    /// [`REPAIR_COPIES_PER_ROUND`] are tried per round, home nodes first, one at a time, so a
+    /// dead node's many files are copied a few at a time rather than all at once.
+    ///
+    /// "Short for longer than" is measured here, on the primary, with `Engine::short_since`:
+    /// the map records no time (its commands are pure), and a local clock only errs on the
+    /// late side (a new primary starts counting anew), never on the unsafe one; adding a
+    /// replica is safe at any time anyway.
+    ///
+    /// [`Timing::rereplicate_after`]: crate::Timing::rereplicate_after
     async fn repair(&self) {
-        if !self.holds_lease() {
-            return;
-        }
+        let now = Instant::now();
+        self.note_down_nodes(now);
         let me = self.config.node_id;
         let r = self.config.replication_factor;
-        let wanted: Vec<(String, Placement, NodeId)> = self.map.read(|s| {
-            let all: Vec<NodeId> = s.nodes.keys().copied().collect();
-            s.files
-                .iter()
-                .filter(|(_, p)| p.primary() == Some(me) && p.replicas.len() < r)
-                .filter_map(|(name, p)| {
-                    let home = place(name, &all, r).ok()?;
-                    let node = home
-                        .into_iter()
-                        .find(|n| !p.holds(*n) && s.nodes.get(n).is_some_and(|i| i.up))?;
-                    Some((name.to_owned(), p.clone(), node))
-                })
-                .collect()
+        let after = self.config.timing.rereplicate_after;
+        let plan = self.map.read(|s| {
+            let mut short_since = self.short_since.lock();
+            plan_repairs(s, me, r, &mut short_since, now, after)
         });
-        for (name, _, node) in wanted {
-            if let Err(e) = self.add_replica(&name, node).await {
-                tracing::debug!(name, node, error = %e, "could not restore a replica yet");
+        if plan.newly_short > 0 {
+            tracing::info!(
+                newly_short = plan.newly_short,
+                short = plan.short,
+                rereplicate_after_ms = after.as_millis() as u64,
+                "files of this primary have fewer than R = {r} replicas: a home node that is \
+                 up gets them back at once, another live node once short for longer than \
+                 the delay"
+            );
+        }
+        if plan.repairs.is_empty() || !self.holds_lease() {
+            return;
+        }
+        let elsewhere = plan
+            .repairs
+            .iter()
+            .filter(|p| p.kind == RepairKind::Elsewhere)
+            .count();
+        if elsewhere > 0 {
+            // Every round while a copy keeps failing: at debug, the successes are at info.
+            tracing::debug!(
+                short = plan.short,
+                overdue = elsewhere,
+                this_round = elsewhere
+                    .min(REPAIR_COPIES_PER_ROUND.saturating_sub(plan.repairs.len() - elsewhere)),
+                "re-replicating files short of a replica onto other live nodes"
+            );
+        }
+        let (mut tried, mut copied) = (0usize, 0usize);
+        'files: for repair in &plan.repairs {
+            for &node in &repair.candidates {
+                if tried >= REPAIR_COPIES_PER_ROUND {
+                    break 'files;
+                }
+                tried += 1;
+                match self.add_replica(&repair.name, node, repair.kind).await {
+                    Ok(()) => {
+                        copied += 1;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(
+                        name = repair.name,
+                        node,
+                        kind = repair.kind.as_str(),
+                        error = %e,
+                        "could not restore a replica yet"
+                    ),
+                }
             }
+        }
+        if copied > 0 {
+            // Progress: how many of this primary's files are still short after the round.
+            let left = self.map.read(|s| {
+                s.files
+                    .iter()
+                    .filter(|(_, p)| p.primary() == Some(me) && p.replicas.len() < r)
+                    .count()
+            });
+            tracing::info!(copied, tried, still_short = left, "repair round done");
         }
     }
 
+    /// Notes which nodes the map has down, and returns how long this node has seen each of
+    /// them down (from the first call that found it down; a node that is up again is
+    /// forgotten).
+    pub(crate) fn note_down_nodes(&self, now: Instant) -> HashMap<NodeId, Duration> {
+        let down: Vec<NodeId> = self.map.read(|s| {
+            s.nodes
+                .iter()
+                .filter(|(_, n)| !n.up)
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        let mut since = self.down_since.lock();
+        since.retain(|id, _| down.contains(id));
+        down.into_iter()
+            .map(|id| {
+                let at = *since.entry(id).or_insert(now);
+                (id, now.saturating_duration_since(at))
+            })
+            .collect()
+    }
+
     /// Copies `name` to `node` and adds it to the replica set, under the file's write lock
-    /// (no write can slip between the copy and the new placement).
-    async fn add_replica(&self, name: &str, node: NodeId) -> Result<(), crate::EngineError> {
+    /// (no write can slip between the copy and the new placement). `kind` says why, for the
+    /// log.
+    async fn add_replica(
+        &self,
+        name: &str,
+        node: NodeId,
+        kind: RepairKind,
+    ) -> Result<(), crate::EngineError> {
         if let Some(p) = self.map.lookup(name) {
             self.redirect_unless_primary(&p)?;
             self.drop_transfers_of(p.file_id);
@@ -247,7 +336,14 @@ impl Engine {
         match self.propose(command).await? {
             dfs_cluster::MapResponse::Updated(p) => {
                 self.synced.lock().insert(p.file_id, p.epoch);
-                tracing::info!(name, node, epoch = p.epoch, "restored a replica");
+                tracing::info!(
+                    name,
+                    node,
+                    kind = kind.as_str(),
+                    epoch = p.epoch,
+                    replicas = ?p.replicas,
+                    "restored a replica"
+                );
                 Ok(())
             }
             other => Err(crate::EngineError::Unavailable(format!(
@@ -259,9 +355,18 @@ impl Engine {
     /// Removes local copies of files the map does not give this node (deleted, or this
     /// node left their replica set), except copies received lately whose placement is still
     /// being committed. Never serves such a copy meanwhile: only a primary serves.
+    ///
+    /// A copy received lately (or found at start-up for a file whose replica set does not
+    /// list this node) waits out its grace only while the map could still list this node
+    /// for it: once the map has the file gone, or whole (R replicas) without this node, no
+    /// pending `SetReplicas` can add it (a replica is added only to a set of fewer than R,
+    /// named by its epoch, and the epoch has moved on since), so the copy goes at once.
+    /// This is how a node that returns after its files were re-replicated elsewhere drops
+    /// its stale copies within a clean-up round or two.
     async fn clean_up(&self) {
         self.reap_transfers();
         let me = self.config.node_id;
+        let r = self.config.replication_factor;
         let now = Instant::now();
         self.installed
             .lock()
@@ -277,13 +382,22 @@ impl Engine {
                     })
                 })
             };
-            if listed(self) || self.installed.lock().contains_key(&meta.id) {
+            let awaited = |e: &Engine| {
+                e.installed.lock().contains_key(&meta.id)
+                    && e.map.read(|s| {
+                        s.files
+                            .get(&meta.name)
+                            .is_some_and(|p| p.file_id == meta.id && p.replicas.len() < r)
+                    })
+            };
+            if listed(self) || awaited(self) {
                 continue;
             }
             let _lock = self.locks.write(meta.name.clone()).await;
-            if listed(self) || self.installed.lock().contains_key(&meta.id) {
+            if listed(self) || awaited(self) {
                 continue;
             }
+            self.installed.lock().remove(&meta.id);
             let (store, id) = (self.store.clone(), meta.id);
             match blocking(move || store.delete(id)).await {
                 Ok(()) | Err(crate::EngineError::Store(StoreError::NotFound(_))) => {
@@ -298,6 +412,113 @@ impl Engine {
             }
         }
     }
+}
+
+/// Why a replica is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepairKind {
+    /// Back onto a node of the file's home placement that is up again.
+    Home,
+    /// Onto another live node: the file has been short for longer than
+    /// `Timing::rereplicate_after` with no home node up to take it.
+    Elsewhere,
+}
+
+impl RepairKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RepairKind::Home => "home",
+            RepairKind::Elsewhere => "elsewhere",
+        }
+    }
+}
+
+/// One file a repair round should give a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Repair {
+    /// The file.
+    pub(crate) name: String,
+    /// The nodes to copy it to, best first (the first that takes it is enough).
+    pub(crate) candidates: Vec<NodeId>,
+    /// Why.
+    pub(crate) kind: RepairKind,
+}
+
+/// What a repair round does, decided from the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RepairPlan {
+    /// The files to give a replica: every `Home` one first, then the `Elsewhere` ones
+    /// (each group in name order).
+    pub(crate) repairs: Vec<Repair>,
+    /// Files of this primary with fewer than R replicas.
+    pub(crate) short: usize,
+    /// Of those, the ones first seen short in this round.
+    pub(crate) newly_short: usize,
+}
+
+/// Decides which of the files whose primary is `me` get a new replica, and where (see
+/// `Engine::repair`). Keeps `short_since` (when each file was first seen short) up to
+/// date: files that are whole again, gone, or no longer `me`'s leave it. Pure apart from
+/// `short_since`, so it is tested on hand-made maps.
+pub(crate) fn plan_repairs(
+    state: &ClusterState,
+    me: NodeId,
+    r: usize,
+    short_since: &mut HashMap<FileId, Instant>,
+    now: Instant,
+    rereplicate_after: Duration,
+) -> RepairPlan {
+    let all: Vec<NodeId> = state.nodes.keys().copied().collect();
+    let up = state.up_nodes();
+    let mut plan = RepairPlan::default();
+    let mut still_short = HashSet::new();
+    let mut elsewhere = Vec::new();
+    for (name, p) in state.files.iter() {
+        if p.primary() != Some(me) || p.replicas.len() >= r {
+            continue;
+        }
+        plan.short += 1;
+        still_short.insert(p.file_id);
+        let since = *short_since.entry(p.file_id).or_insert_with(|| {
+            plan.newly_short += 1;
+            now
+        });
+        // Every up node, best first. Rendezvous weights do not depend on who else is a
+        // member, so the up nodes of the home placement (the best R of all) come first.
+        let Ok(ranked) = place(name, &up, up.len()) else {
+            continue;
+        };
+        let home = place(name, &all, r).unwrap_or_default();
+        let free = ranked.into_iter().filter(|n| !p.holds(*n));
+        if now.saturating_duration_since(since) >= rereplicate_after {
+            let candidates: Vec<NodeId> = free.collect();
+            match candidates.first() {
+                Some(first) if home.contains(first) => plan.repairs.push(Repair {
+                    name: name.to_owned(),
+                    candidates,
+                    kind: RepairKind::Home,
+                }),
+                Some(_) => elsewhere.push(Repair {
+                    name: name.to_owned(),
+                    candidates,
+                    kind: RepairKind::Elsewhere,
+                }),
+                None => {}
+            }
+        } else {
+            let candidates: Vec<NodeId> = free.filter(|n| home.contains(n)).collect();
+            if !candidates.is_empty() {
+                plan.repairs.push(Repair {
+                    name: name.to_owned(),
+                    candidates,
+                    kind: RepairKind::Home,
+                });
+            }
+        }
+    }
+    short_since.retain(|id, _| still_short.contains(id));
+    plan.repairs.extend(elsewhere);
+    plan
 }
 
 /// Whether a connection to `addr` is refused (nothing listens there).

@@ -82,6 +82,15 @@ pub struct Timing {
     /// How often each node scrubs its copies (re-reads them and checks their checksums);
     /// the first scrub comes one interval after the start.
     pub scrub_interval: Duration,
+    /// How long a file may run with fewer than R replicas, while none of its home nodes
+    /// (its rendezvous placement over every member) is up to take it back, before its
+    /// primary copies it to another live node (`--rereplicate-after`).
+    ///
+    /// Counted on the file's primary, from the first repair round in which that primary
+    /// saw the file short: a node that becomes primary later (a failover) starts its own
+    /// count, which only delays the copy. A home node that is up gets the file back at
+    /// once, whatever this says.
+    pub rereplicate_after: Duration,
 }
 
 impl Default for Timing {
@@ -94,6 +103,7 @@ impl Default for Timing {
             peer_timeout: Duration::from_secs(5),
             repair_interval: Duration::from_millis(500),
             scrub_interval: Duration::from_secs(24 * 3600),
+            rereplicate_after: Duration::from_secs(30),
         }
     }
 }
@@ -182,6 +192,13 @@ pub struct Engine {
     pub(crate) heard: Mutex<HashMap<NodeId, Instant>>,
     /// The map term `heard` was collected in.
     pub(crate) heard_term: Mutex<u64>,
+    /// As primary: the files with fewer than R replicas, and when this node first saw each
+    /// of them short (see [`Timing::rereplicate_after`]). Kept by the repair rounds: a file
+    /// leaves it once it is whole again, deleted, or no longer this node's.
+    pub(crate) short_since: Mutex<HashMap<FileId, Instant>>,
+    /// The nodes the map has down, and since when this node has seen each one down (for
+    /// `status`).
+    pub(crate) down_since: Mutex<HashMap<NodeId, Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -233,6 +250,8 @@ impl Engine {
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             heard_term: Mutex::new(0),
+            short_since: Mutex::new(HashMap::new()),
+            down_since: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
         engine.reconcile().await?;
@@ -811,6 +830,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (rows, next) = self.page("", start_after, limit);
+        let replication_factor = self.config.replication_factor as u32;
         let entries = rows
             .into_iter()
             .map(|(name, file_id, p)| TableEntry {
@@ -818,23 +838,30 @@ impl Engine {
                 file_id,
                 replicas: p.replicas,
                 epoch: p.epoch,
+                replication_factor,
             })
             .collect();
         Ok((entries, next))
     }
 
-    /// The cluster as this node sees it: the members, which are up in the map, each one's
-    /// role in the map's consensus group (asked of it; `unknown` if it does not answer),
-    /// and the map's leader and term.
+    /// The cluster as this node sees it: the members, which are up in the map (and for how
+    /// long this node has seen each down one down), each one's role in the map's consensus
+    /// group (asked of it; `unknown` if it does not answer), the map's leader and term, and
+    /// how many files have fewer than R replicas.
     pub async fn status(&self) -> ClusterStatus {
         let me = self.config.node_id;
+        let r = self.config.replication_factor;
         let map = self.map.status();
-        let up = self.map.read(|s| {
-            s.nodes
+        let (up, under_replicated) = self.map.read(|s| {
+            let up = s
+                .nodes
                 .iter()
                 .map(|(id, n)| (*id, n.up))
-                .collect::<std::collections::BTreeMap<_, _>>()
+                .collect::<std::collections::BTreeMap<_, _>>();
+            let short = s.files.iter().filter(|(_, p)| p.replicas.len() < r).count();
+            (up, short as u64)
         });
+        let down_for = self.note_down_nodes(Instant::now());
         let roles = futures::future::join_all(self.config.members.iter().map(|m| async move {
             if m.id == me {
                 return node_role(map.role);
@@ -856,11 +883,17 @@ impl Engine {
                     addr: self.node_addr(m.id).unwrap_or_else(|| m.addr.clone()),
                     up: up.get(&m.id).copied().unwrap_or(false),
                     role,
+                    down_for_ms: down_for
+                        .get(&m.id)
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 })
                 .collect(),
             leader: map.leader,
             term: map.term,
-            replication_factor: self.config.replication_factor as u32,
+            replication_factor: r as u32,
+            under_replicated,
+            rereplicate_after_ms: u64::try_from(self.config.timing.rereplicate_after.as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 

@@ -440,3 +440,206 @@ async fn a_file_a_failed_write_created_is_invisible_until_written() {
         Err(EngineError::AlreadyExists(_))
     ));
 }
+
+/// The repair planner (`background::plan_repairs`) on hand-made maps.
+mod repair_plan {
+    use std::collections::{BTreeSet, HashMap};
+    use std::time::Duration;
+
+    use dfs_cluster::{ClusterState, MapCommand, MapResponse};
+    use dfs_placement::{NodeId, place};
+    use tokio::time::Instant;
+
+    use crate::background::{Repair, RepairKind, plan_repairs};
+
+    const AFTER: Duration = Duration::from_secs(30);
+
+    /// A map with nodes `1..=n` up.
+    fn nodes(n: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=n {
+            let up = MapCommand::NodeUp {
+                id,
+                addr: format!("127.0.0.1:{}", 6000 + id),
+                incarnation: 1,
+            };
+            assert_eq!(s.apply(&up), MapResponse::Done);
+        }
+        s
+    }
+
+    fn create(s: &mut ClusterState, name: &str, file_id: u64, replicas: &[NodeId]) {
+        let command = MapCommand::CreateFile {
+            name: name.into(),
+            file_id,
+            replicas: replicas.to_vec(),
+        };
+        assert!(matches!(s.apply(&command), MapResponse::Created(_)));
+    }
+
+    fn down(s: &mut ClusterState, id: NodeId) {
+        let command = MapCommand::NodeDown { id, incarnation: 1 };
+        assert_eq!(s.apply(&command), MapResponse::Done);
+    }
+
+    /// The first name `f0`, `f1`, ... whose home placement over `members` (R = `r`) is
+    /// `home`: rendezvous weights are fixed, so this is the same name on every run.
+    fn name_with_home(members: &[NodeId], r: usize, home: &[NodeId]) -> String {
+        let want: BTreeSet<NodeId> = home.iter().copied().collect();
+        (0..10_000)
+            .map(|i| format!("f{i}"))
+            .find(|name| {
+                let got: BTreeSet<NodeId> = place(name, members, r)
+                    .expect("placed")
+                    .into_iter()
+                    .collect();
+                got == want
+            })
+            .expect("some name has that home")
+    }
+
+    #[test]
+    fn a_home_node_that_is_up_gets_its_file_back_at_once() {
+        // N = 3, R = 2: node 3 died. Node 2 was down too and is back (it left the replica
+        // set of `back` then), so `back` returns to it at once.
+        let mut s = nodes(3);
+        let back = name_with_home(&[1, 2, 3], 2, &[1, 2]);
+        create(&mut s, &back, 10, &[1, 2]);
+        down(&mut s, 2);
+        let up_again = MapCommand::NodeUp {
+            id: 2,
+            addr: "127.0.0.1:6002".into(),
+            incarnation: 2,
+        };
+        assert_eq!(s.apply(&up_again), MapResponse::Done);
+        let mut since = HashMap::new();
+        let plan = plan_repairs(&s, 1, 2, &mut since, Instant::now(), AFTER);
+        assert_eq!(
+            plan.repairs,
+            [Repair {
+                name: back,
+                candidates: vec![2],
+                kind: RepairKind::Home
+            }]
+        );
+        assert_eq!((plan.short, plan.newly_short), (1, 1));
+    }
+
+    #[test]
+    fn a_file_whose_home_is_down_waits_then_goes_to_the_best_live_node() {
+        // N = 3, R = 2, node 3 dead: `orphan`'s home is {1, 3}, so only re-replication
+        // can make it whole; it waits for the delay, counted from when this primary first
+        // saw it short.
+        let mut s = nodes(3);
+        let orphan = name_with_home(&[1, 2, 3], 2, &[1, 3]);
+        create(&mut s, &orphan, 11, &[1, 3]);
+        create(&mut s, "whole", 12, &[1, 2]);
+        create(&mut s, "not-mine", 13, &[2, 3]);
+        down(&mut s, 3);
+        let t0 = Instant::now();
+        let mut since = HashMap::new();
+        let plan = plan_repairs(&s, 1, 2, &mut since, t0, AFTER);
+        assert_eq!(plan.repairs, []);
+        assert_eq!((plan.short, plan.newly_short), (1, 1));
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), [11]);
+
+        let almost = t0 + AFTER - Duration::from_millis(1);
+        let plan = plan_repairs(&s, 1, 2, &mut since, almost, AFTER);
+        assert_eq!(plan.repairs, []);
+        assert_eq!((plan.short, plan.newly_short), (1, 0));
+
+        let plan = plan_repairs(&s, 1, 2, &mut since, t0 + AFTER, AFTER);
+        assert_eq!(
+            plan.repairs,
+            [Repair {
+                name: orphan.clone(),
+                candidates: vec![2],
+                kind: RepairKind::Elsewhere
+            }]
+        );
+
+        // A fresh primary (no memory of when the file went short) starts its own count.
+        let mut fresh = HashMap::new();
+        let plan = plan_repairs(&s, 1, 2, &mut fresh, t0 + AFTER, AFTER);
+        assert_eq!(plan.repairs, []);
+
+        // Once whole again (the copy committed), the file is forgotten.
+        let placement = s.files.get(&orphan).expect("placed").clone();
+        let add = MapCommand::SetReplicas {
+            name: orphan.clone(),
+            file_id: 11,
+            expected_epoch: placement.epoch,
+            replicas: vec![1, 2],
+        };
+        assert!(matches!(s.apply(&add), MapResponse::Updated(_)));
+        let plan = plan_repairs(&s, 1, 2, &mut since, t0 + AFTER, AFTER);
+        assert_eq!((plan.repairs.len(), plan.short), (0, 0));
+        assert!(since.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_the_live_nodes_not_holding_it_best_first_home_ones_before() {
+        // N = 5, R = 3: nodes 4 and 5 died; `f` was on {1, 4, 5}.
+        let mut s = nodes(5);
+        let f = name_with_home(&[1, 2, 3, 4, 5], 3, &[1, 2, 4]);
+        create(&mut s, &f, 20, &[1, 4, 5]);
+        down(&mut s, 4);
+        down(&mut s, 5);
+        let t0 = Instant::now();
+        let mut since = HashMap::new();
+        // Node 2 is a home node and up: at once, and only onto home nodes.
+        let plan = plan_repairs(&s, 1, 3, &mut since, t0, AFTER);
+        assert_eq!(
+            plan.repairs,
+            [Repair {
+                name: f.clone(),
+                candidates: vec![2],
+                kind: RepairKind::Home
+            }]
+        );
+        // After the delay every live node not holding it is a candidate, node 2 first.
+        let plan = plan_repairs(&s, 1, 3, &mut since, t0 + AFTER, AFTER);
+        assert_eq!(plan.repairs.len(), 1);
+        assert_eq!(plan.repairs[0].candidates, [2, 3]);
+        assert_eq!(plan.repairs[0].kind, RepairKind::Home);
+    }
+
+    #[test]
+    fn home_repairs_come_before_re_replication_and_nothing_is_planned_without_a_live_node() {
+        // N = 3, R = 2.
+        let mut s = nodes(3);
+        let orphan = name_with_home(&[1, 2, 3], 2, &[1, 3]);
+        let back = name_with_home(&[1, 2, 3], 2, &[1, 2]);
+        create(&mut s, &orphan, 30, &[1, 3]);
+        create(&mut s, &back, 31, &[1, 3]);
+        down(&mut s, 3);
+        let t0 = Instant::now();
+        let mut since = HashMap::new();
+        plan_repairs(&s, 1, 2, &mut since, t0, AFTER);
+        let plan = plan_repairs(&s, 1, 2, &mut since, t0 + AFTER, AFTER);
+        let kinds: Vec<(&str, RepairKind)> = plan
+            .repairs
+            .iter()
+            .map(|r| (r.name.as_str(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (back.as_str(), RepairKind::Home),
+                (orphan.as_str(), RepairKind::Elsewhere)
+            ]
+        );
+        // Node 2 dies too: no live node can take anything, however long the files wait.
+        down(&mut s, 2);
+        let plan = plan_repairs(&s, 1, 2, &mut since, t0 + AFTER * 2, AFTER);
+        assert_eq!((plan.repairs.len(), plan.short), (0, 2));
+        // A deleted file is forgotten.
+        let delete = MapCommand::DeleteFile {
+            name: orphan.clone(),
+            file_id: 30,
+        };
+        assert!(matches!(s.apply(&delete), MapResponse::Deleted(_)));
+        plan_repairs(&s, 1, 2, &mut since, t0 + AFTER * 2, AFTER);
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), [31]);
+    }
+}
