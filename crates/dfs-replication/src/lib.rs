@@ -7,14 +7,16 @@
 //! excludes, different files never wait on each other), checks the client's [`OpTag`](dfs_proto::OpTag) so
 //! a retried write is not applied twice, and applies the operation to the replicas.
 //!
-//! # Today and next
-//! The map is the consensus-backed [`ClusterMap`](dfs_cluster::ClusterMap): creates and
-//! deletes commit through its log (stored under the node's data directory) before the
-//! store follows. The cluster has one member for now, so a file's only replica is this
-//! node's own [`Store`](dfs_store::Store). The replicated cluster adds the forwarding of
-//! each write from the primary to the other replicas in [`Engine::write`], and the
-//! forwarding of map changes to the map's leader; the engine's API stays as it is.
-//! `ARCHITECTURE.md` at the repository root shows the path.
+//! # What it does
+//! Creates and deletes commit through the consensus-backed map before any store acts
+//! (exactly once per client request, through the map's sessions). A file's primary
+//! (holding a lease from the map's leader) orders its writes and forwards each to the
+//! other replicas before it answers (`primary.rs`; the replicas' side in `replica.rs`).
+//! Background tasks (`background.rs`) renew the lease, declare silent nodes down on the
+//! leader, restore missing replicas (at once on a home node that returns, elsewhere after
+//! `Timing::rereplicate_after`) and remove copies the map no longer gives this node;
+//! `scrub.rs` checks every copy against its checksum and replaces damaged ones.
+//! `ARCHITECTURE.md` at the repository root shows the paths.
 //!
 //! # Guarantees kept here
 //! - A write is acknowledged only after the store made it durable (fsync).
