@@ -167,7 +167,7 @@ pub struct Engine {
     /// tried to take back without hearing whether that committed.
     unsure_undos: Mutex<BTreeMap<FileId, u64>>,
     /// Transfers from primaries in progress here.
-    pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
+    pub(crate) transfers: Mutex<BTreeMap<u64, crate::replica::Staged>>,
     /// Whole copies received lately, and at start-up the copies of live files whose
     /// replica sets do not list this node: kept for a grace period, as the map may be about
     /// to list this node for them.
@@ -222,7 +222,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             synced: Mutex::new(HashMap::new()),
             unsure_undos: Mutex::new(BTreeMap::new()),
-            transfers: Mutex::new(HashMap::new()),
+            transfers: Mutex::new(BTreeMap::new()),
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             heard_term: Mutex::new(0),
@@ -912,7 +912,7 @@ impl Engine {
             replicas.truncate(self.config.replication_factor);
         }
         // A fresh id for every create, so a re-created name is a new file.
-        let file_id: FileId = rand::random::<u64>().max(1);
+        let file_id: FileId = dfs_net::random::next_u64().max(1);
         let command = tagged(
             tag,
             if for_write {
