@@ -118,11 +118,11 @@ impl Client {
         if config.servers.is_empty() {
             return Err(ClientError::Config("no server address given".into()));
         }
-        let start = rand::random_range(0..config.servers.len());
+        let start = dfs_net::random::below(config.servers.len());
         let client = Client {
             inner: Arc::new(Inner {
                 config,
-                client_id: rand::random(),
+                client_id: dfs_net::random::next_u64(),
                 seq: AtomicU64::new(1),
                 current: tokio::sync::Mutex::new(None),
                 next_server: AtomicUsize::new(start),

@@ -1,7 +1,7 @@
 //! One multiplexed connection to one node: a writer task, a reader task that routes every
 //! incoming frame to the request it answers, and a table of requests in flight.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub(crate) type Replies = mpsc::Receiver<ServerFrame>;
 pub(crate) struct Connection {
     pub(crate) addr: String,
     out: mpsc::Sender<ClientFrame>,
-    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>>,
+    pending: Arc<Mutex<BTreeMap<u64, mpsc::Sender<ServerFrame>>>>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
     /// The reader and writer tasks, stopped when the connection is dropped: a connection
@@ -89,7 +89,7 @@ impl Connection {
 
         let (sink, mut stream) = framed.split();
         let (out, out_rx) = mpsc::channel(OUTBOUND_FRAMES_MAX);
-        let pending: Arc<Mutex<HashMap<u64, mpsc::Sender<ServerFrame>>>> = Arc::default();
+        let pending: Arc<Mutex<BTreeMap<u64, mpsc::Sender<ServerFrame>>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn(write_frames(sink, out_rx, closed.clone()));
         let reader_pending = pending.clone();

@@ -22,7 +22,7 @@
 //! [`PeerNetwork::propose`] forwards a map change to the leader on the same links, so a
 //! node's proposals and its raft's messages share one connection per target.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,7 +77,7 @@ pub struct PeerNetwork {
     node_id: u64,
     cluster_id: u64,
     transport: SharedTransport,
-    links: Arc<Mutex<HashMap<u64, Arc<PeerLink>>>>,
+    links: Arc<Mutex<BTreeMap<u64, Arc<PeerLink>>>>,
 }
 
 impl PeerNetwork {
@@ -490,7 +490,8 @@ impl PeerLink {
 struct Pending {
     /// The connection has ended: no more calls are taken.
     closed: bool,
-    calls: HashMap<u64, oneshot::Sender<Bytes>>,
+    /// Ordered, so that closing wakes the callers in one order (a simulation replays).
+    calls: BTreeMap<u64, oneshot::Sender<Bytes>>,
 }
 
 /// One live peer connection: its outbound queue and the calls waiting for answers. Dropping

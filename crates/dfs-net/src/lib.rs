@@ -13,11 +13,13 @@
 //! The transport is carried explicitly (an `Arc<dyn Transport>` in each configuration), not
 //! chosen by a global, so real and simulated nodes can share one test process.
 //!
-//! [`blocking`] is the other half of the environment the simulator replaces: where file
-//! I/O runs (tokio's blocking pool, or inline on a simulation's thread so that a seed
-//! replays exactly).
+//! [`blocking`] and [`random`] are the rest of the environment the simulator replaces,
+//! so that a seed replays exactly: where file I/O runs (tokio's blocking pool, or inline
+//! on a simulation's thread), and where ids and random choices come from (the operating
+//! system's entropy, or a generator the simulation seeded for its thread).
 
 pub mod blocking;
+pub mod random;
 
 use std::fmt::Debug;
 use std::io;

@@ -1,6 +1,6 @@
 //! One connection: the hello, then a client session with pipelined requests.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -202,7 +202,9 @@ async fn serve_client(
 
     let max = ctx.limits.requests_in_flight_max;
     let in_flight = Arc::new(Semaphore::new(max));
-    let mut bodies: HashMap<u64, BodyTx> = HashMap::new();
+    // Ordered, so that ending the connection ends the bodies in one order (a simulation
+    // replays).
+    let mut bodies: BTreeMap<u64, BodyTx> = BTreeMap::new();
     let bye = |code, msg: String| ServerFrame::Goodbye(WireError::new(code, msg));
     // Wake up at this interval to check for a stalled frame and for idleness.
     let tick = ctx.limits.frame_timeout.min(ctx.limits.idle_timeout);
@@ -463,7 +465,7 @@ async fn stream_read(
 }
 
 /// Forgets the bodies whose request has ended (its receiving side is gone).
-fn forget_finished(bodies: &mut HashMap<u64, BodyTx>) {
+fn forget_finished(bodies: &mut BTreeMap<u64, BodyTx>) {
     bodies.retain(|_, tx| !tx.is_closed());
 }
 

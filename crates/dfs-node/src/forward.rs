@@ -10,7 +10,7 @@
 //! The primary serves a forwarded request itself or refuses it (retryably); it never
 //! forwards it again, so maps that disagree for a moment cannot bounce a request around.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ pub(crate) struct Upstreams {
     connect_timeout: Duration,
     reply_timeout: Duration,
     transport: SharedTransport,
-    conns: Mutex<HashMap<String, RawConnection>>,
+    conns: Mutex<BTreeMap<String, RawConnection>>,
 }
 
 impl Upstreams {
@@ -47,7 +47,7 @@ impl Upstreams {
             connect_timeout,
             reply_timeout,
             transport,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(BTreeMap::new()),
         }
     }
 

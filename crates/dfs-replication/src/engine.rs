@@ -183,7 +183,7 @@ pub struct Engine {
     /// Held while this node scrubs: one scrub at a time.
     pub(crate) scrubbing: tokio::sync::Mutex<()>,
     /// Transfers from primaries in progress here.
-    pub(crate) transfers: Mutex<HashMap<u64, crate::replica::Staged>>,
+    pub(crate) transfers: Mutex<BTreeMap<u64, crate::replica::Staged>>,
     /// Whole copies received lately, and at start-up the copies of live files whose
     /// replica sets do not list this node: kept for a grace period, as the map may be about
     /// to list this node for them.
@@ -246,7 +246,7 @@ impl Engine {
             synced: Mutex::new(HashMap::new()),
             unsure_undos: Mutex::new(BTreeMap::new()),
             scrubbing: tokio::sync::Mutex::new(()),
-            transfers: Mutex::new(HashMap::new()),
+            transfers: Mutex::new(BTreeMap::new()),
             installed: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             heard_term: Mutex::new(0),
@@ -952,7 +952,7 @@ impl Engine {
             replicas.truncate(self.config.replication_factor);
         }
         // A fresh id for every create, so a re-created name is a new file.
-        let file_id: FileId = rand::random::<u64>().max(1);
+        let file_id: FileId = dfs_net::random::next_u64().max(1);
         let command = tagged(
             tag,
             if for_write {

@@ -221,7 +221,7 @@ impl Engine {
         let id = placement.file_id;
         let others = self.others(placement);
         let meta = self.local_meta(name, placement).await?;
-        let transfer = rand::random::<u64>();
+        let transfer = dfs_net::random::next_u64();
         let kind = TransferKind::Write {
             mode,
             base_version: meta.version,
@@ -370,7 +370,7 @@ impl Engine {
                 .await
                 .map_err(|e| Outcome::Failed(format!("reading the local copy: {e}")))?;
         let meta = snapshot.meta().clone();
-        let transfer = rand::random::<u64>();
+        let transfer = dfs_net::random::next_u64();
         let snapshot = std::sync::Arc::new(snapshot);
         let mut offset = 0u64;
         loop {

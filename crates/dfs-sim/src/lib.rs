@@ -22,6 +22,33 @@
 //! A failing seed is printed with the command that replays it:
 //! `DFS_SIM_SEED=<seed> cargo test -p dfs-sim --test sim -- --nocapture`.
 //!
+//! # Replay
+//!
+//! A seed replays exactly: two runs of it inject the same faults at the same simulated
+//! times and record the same history, event for event. Everything a run depends on is
+//! either simulated or drawn from the seed, all on the one thread that drives the
+//! simulation:
+//!
+//! - the network (latency, partitions) and the clock are turmoil's, seeded by the run;
+//! - tokio's own random choices (which branch of a `select!` is polled first) come from
+//!   each host's runtime, which turmoil seeds, but only in a build with
+//!   `--cfg tokio_unstable` (the workspace's `.cargo/config.toml` sets it;
+//!   [`REPLAYS_EXACTLY`] tells whether this build has it);
+//! - file I/O runs inline on the simulation's thread (`dfs_net::blocking`) instead of on
+//!   tokio's blocking threads;
+//! - ids (files, transfers, clients) and the client's first server come from a generator
+//!   seeded by the run (`dfs_net::random`);
+//! - whatever the code iterates to send, wake or close (calls waiting on a connection,
+//!   open connections) is kept in ordered maps, not hash maps;
+//! - a crashed host's tasks are dropped in an order that depends on their tokio task ids,
+//!   which come from one counter per process: a run first moves that counter to a fixed
+//!   alignment, and runs in one process take turns. Tokio runtimes of other threads
+//!   spawning tasks during a run would break replay; the simulation's test binary has
+//!   none.
+//!
+//! Real wall-clock time only reaches the files' modification times, which no operation of
+//! the workload reads. Election timeouts are fixed per node (openraft would draw them).
+//!
 //! Limits: the simulated hosts share this process, so a crash drops the host's tasks and
 //! connections but not its data directory (like a killed process: written data survives
 //! in the page cache); losing the disk itself is not simulated. Writes are not fsynced in
@@ -31,4 +58,8 @@ mod run;
 mod transport;
 
 pub use run::{SimConfig, SimFailure, SimReport, run_seed};
+
+/// Whether this build replays a seed exactly: built with `--cfg tokio_unstable`, without
+/// which turmoil cannot seed tokio's random choices (see [Replay](crate#replay)).
+pub const REPLAYS_EXACTLY: bool = cfg!(tokio_unstable);
 pub use transport::Simulated;

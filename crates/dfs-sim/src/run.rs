@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use dfs_check::{ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
@@ -86,10 +87,15 @@ impl fmt::Display for SimFailure {
         for fault in &self.faults {
             writeln!(f, "  {fault}")?;
         }
+        let replay = if crate::REPLAYS_EXACTLY {
+            "replays this run exactly"
+        } else {
+            "same workload and fault schedule, but this build lacks `--cfg tokio_unstable`, \
+             so tokio's choices may differ"
+        };
         write!(
             f,
-            "rerun: DFS_SIM_SEED={} cargo test -p dfs-sim --test sim -- --nocapture \
-             (same workload and fault schedule; timing may still differ)",
+            "rerun: DFS_SIM_SEED={} cargo test -p dfs-sim --test sim -- --nocapture ({replay})",
             self.seed
         )
     }
@@ -163,10 +169,15 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         reason,
         faults: faults.borrow().clone(),
     };
+    // One simulation at a time in this process, each starting from the same task ids.
+    let _alone = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+    align_task_ids().map_err(|e| fail(format!("aligning tokio's task ids: {e}"), &faults))?;
     let root = tempfile::tempdir().map_err(|e| fail(format!("temp dir: {e}"), &faults))?;
     // Every host runs on this thread; their file work too, so that it happens at a point
-    // of the simulation the seed decides, not when a pool thread gets to it.
-    let _inline = InlineBlocking::on();
+    // of the simulation the seed decides, not when a pool thread gets to it; and their
+    // random ids come from the seed (a stream of its own: the workload and faults of a
+    // seed stay what they were before ids were seeded).
+    let _this_thread = SimThread::on(Rng::new(!seed).next());
     let mut rng = Rng::new(seed);
     let max_latency = rng.millis(1, 20);
     let mut sim = turmoil::Builder::new()
@@ -360,19 +371,52 @@ async fn connect(servers: Vec<String>, patience: Duration) -> Result<Client, Cli
     }
 }
 
-/// Blocking work inline on this thread while it lives (see `dfs_net::blocking`).
-struct InlineBlocking;
+/// Held by the simulation running in this process (see [`align_task_ids`]).
+static RUNNING: Mutex<()> = Mutex::new(());
 
-impl InlineBlocking {
-    fn on() -> Self {
-        dfs_net::blocking::run_inline_on_this_thread(true);
-        InlineBlocking
+/// The task ids [`align_task_ids`] aligns to: a multiple of tokio's number of task-list
+/// shards in a current-thread runtime (4 in tokio 1.54), with room to spare.
+const TASK_ID_ALIGN: u64 = 64;
+
+/// Moves tokio's process-wide task id counter to the next multiple of [`TASK_ID_ALIGN`].
+///
+/// A runtime keeps its tasks in lists chosen by task id, and when turmoil crashes a host
+/// it drops the host's runtime, which drops the tasks list by list: the order in which a
+/// crashed node's connections close (and so which message draws which latency) depends on
+/// the tasks' ids modulo the number of lists. Ids come from one counter for the whole
+/// process, so a run aligns it first, and runs one at a time ([`RUNNING`]). Tokio runtimes
+/// of other threads spawning tasks meanwhile would still shift the ids.
+fn align_task_ids() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    loop {
+        // Never polled: dropped with the runtime.
+        let task = runtime.spawn(async {});
+        let id: u64 =
+            task.id().to_string().parse().map_err(|e| {
+                std::io::Error::other(format!("a task id that is not a number: {e}"))
+            })?;
+        if id % TASK_ID_ALIGN == TASK_ID_ALIGN - 1 {
+            return Ok(());
+        }
     }
 }
 
-impl Drop for InlineBlocking {
+/// While it lives: blocking work inline on this thread (see `dfs_net::blocking`), and
+/// random ids drawn on it from a seeded generator (see `dfs_net::random`).
+struct SimThread;
+
+impl SimThread {
+    fn on(seed: u64) -> Self {
+        dfs_net::blocking::run_inline_on_this_thread(true);
+        dfs_net::random::seed_this_thread(Some(seed));
+        SimThread
+    }
+}
+
+impl Drop for SimThread {
     fn drop(&mut self) {
         dfs_net::blocking::run_inline_on_this_thread(false);
+        dfs_net::random::seed_this_thread(None);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Seeded simulations of a three-node cluster under faults, each checked for
 //! linearizability (see the crate docs).
 //!
-//! - `DFS_SIM_SEED=N` runs only seed N (to replay a failure), printing what it did.
+//! - `DFS_SIM_SEED=N` runs only seed N (to replay a failure), printing what it did. A
+//!   seed replays exactly (see the crate docs, "Replay"): each run prints a digest of its
+//!   history to compare.
 //! - `DFS_SIM_SEEDS=K` runs K seeds from `DFS_SIM_FIRST` (default 0) instead of the CI
 //!   batch: a soak (`DFS_SIM_SEEDS=2000 cargo test --release -p dfs-sim --test sim`).
 
@@ -11,9 +13,9 @@ use dfs_sim::{SimConfig, SimReport, run_seed};
 const CI_SEEDS: u64 = 8;
 
 /// Seeds that once failed with creates and deletes mixed in (each for a bug since fixed:
-/// see ARCHITECTURE.md, "Proving it"), run again with them on every `cargo test`. Replay is
-/// not exact yet, so these rerun each one's workload and fault schedule, not necessarily
-/// its interleaving.
+/// see ARCHITECTURE.md, "Proving it"), run again with them on every `cargo test`. They
+/// failed before replay was exact, and ids are now drawn from the seed, so these rerun
+/// each one's workload and fault schedule, not the interleaving that failed.
 const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -47,11 +49,13 @@ fn run_with(seed: u64, config: &SimConfig) -> SimReport {
     match run_seed(seed, config) {
         Ok(report) => {
             println!(
-                "seed {seed}: {} ops ({} unknown), {} fault events, {:?} simulated",
+                "seed {seed}: {} ops ({} unknown), {} fault events, {:?} simulated, \
+                 history {:016x}",
                 report.ops,
                 report.unknown,
                 report.faults.len(),
-                report.sim_time
+                report.sim_time,
+                report.fingerprint
             );
             report
         }
@@ -102,20 +106,36 @@ fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
     println!("{count} seeds with creates and deletes: {ops} operations, {faults} fault events");
 }
 
-/// Not exact yet: tokio's scheduler choices (`select!`), work on blocking threads, hash
-/// map orders and random ids differ between runs, so two runs of one seed can drift apart.
+/// Seeds whose two runs [`a_seed_replays_exactly`] compares on every `cargo test`.
+const REPLAY_SEEDS: &[u64] = &[0, 1, 2];
+
+/// Two runs of one seed do the same thing: the same fault schedule at the same simulated
+/// times, the same history (every invocation and outcome, in the same order) and the same
+/// simulated duration. `DFS_SIM_SEED=N` checks seed N only.
+///
+/// Needs tokio's `--cfg tokio_unstable` (set in `.cargo/config.toml`), without which
+/// turmoil cannot seed tokio's random choices (`select!` branch order).
 #[test]
-#[ignore = "replay is not exact yet; run with --ignored"]
 fn a_seed_replays_exactly() {
-    let seed = env_u64("DFS_SIM_SEED").unwrap_or(1);
-    let a = run(seed);
-    let b = run(seed);
-    assert_eq!(
-        a.faults, b.faults,
-        "the fault schedule differs between runs"
-    );
-    assert_eq!(
-        a.fingerprint, b.fingerprint,
-        "the history differs between two runs of seed {seed}"
-    );
+    if !dfs_sim::REPLAYS_EXACTLY {
+        panic!(
+            "built without `--cfg tokio_unstable`: a RUSTFLAGS variable replaces the flags of \
+             .cargo/config.toml, so add `--cfg tokio_unstable` to it"
+        );
+    }
+    init_logs();
+    let seeds = env_u64("DFS_SIM_SEED").map_or_else(|| REPLAY_SEEDS.to_vec(), |s| vec![s]);
+    for seed in seeds {
+        let a = run_with(seed, &SimConfig::default());
+        let b = run_with(seed, &SimConfig::default());
+        assert_eq!(
+            a.faults, b.faults,
+            "the fault schedule differs between two runs of seed {seed}"
+        );
+        assert_eq!(
+            (a.fingerprint, a.sim_time),
+            (b.fingerprint, b.sim_time),
+            "the history differs between two runs of seed {seed}"
+        );
+    }
 }
