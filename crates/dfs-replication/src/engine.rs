@@ -365,7 +365,7 @@ impl Engine {
         // Untagged, an existing name fails at once; tagged, only the map can say whether
         // this request made it.
         if tag.is_none() && found.is_some() {
-            return Err(EngineError::AlreadyExists(name));
+            return self.created_before(name, tag).await;
         }
         let placement = match self.create_locked(&name, false, tag).await? {
             (placement, true) => placement,
@@ -373,7 +373,7 @@ impl Engine {
             (p, false) if self.is_unwritten(p.file_id) => {
                 return self.claim(&name, &p, tag).await;
             }
-            (_, false) => return Err(EngineError::AlreadyExists(name)),
+            (_, false) => return self.created_before(name, tag).await,
         };
         Ok(empty_info(name, &placement))
     }
@@ -396,7 +396,7 @@ impl Engine {
         let row = [(name.to_owned(), placement.file_id, placement.clone())];
         match self.metas_of(&row).await?.first() {
             Some(Some((_, version))) if *version > 0 => {
-                return Err(EngineError::AlreadyExists(name.to_owned()));
+                return self.created_before(name.to_owned(), tag).await;
             }
             Some(Some(_)) => {}
             _ => {
@@ -414,11 +414,32 @@ impl Engine {
         );
         match self.propose(command).await? {
             MapResponse::Created(p) => Ok(empty_info(name.to_owned(), &p)),
-            MapResponse::AlreadyExists(_) => Err(EngineError::AlreadyExists(name.to_owned())),
+            MapResponse::AlreadyExists(_) => self.created_before(name.to_owned(), tag).await,
             other => Err(EngineError::Unavailable(format!(
                 "{name:?} changed while a create claimed it ({other:?}); try again"
             ))),
         }
+    }
+
+    /// The answer to a create of a name that exists: `Ok` if this very request (a retry
+    /// whose first attempt's answer was lost) created it, as the map's sessions say once
+    /// this node has every commit made before now; `AlreadyExists` otherwise.
+    async fn created_before(
+        &self,
+        name: String,
+        tag: Option<OpTag>,
+    ) -> Result<FileInfo, EngineError> {
+        if let Some(t) = tag {
+            self.map
+                .catch_up()
+                .await
+                .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            let saved = self.map.read(|s| s.sessions.get(request_tag(t)).cloned());
+            if let Some(MapResponse::Created(p)) = saved {
+                return Ok(empty_info(name, &p));
+            }
+        }
+        Err(EngineError::AlreadyExists(name))
     }
 
     /// Appends to or replaces a file (creating it if missing), on every replica before it
@@ -657,7 +678,15 @@ impl Engine {
                 writes,
             },
         );
-        match self.propose(command).await? {
+        let response = self.propose(command).await?;
+        tracing::debug!(
+            node = self.config.node_id,
+            name,
+            file_id = id,
+            ?response,
+            "delete committed"
+        );
+        match response {
             // This file, or (a retry) the one the first attempt deleted.
             MapResponse::Deleted(p) if p.file_id != id => return Ok(()),
             MapResponse::Deleted(_) => {}
@@ -694,6 +723,12 @@ impl Engine {
             self.map
                 .read(|s| matches!(s.sessions.get(t), Some(MapResponse::Deleted(_))))
         });
+        tracing::debug!(
+            node = self.config.node_id,
+            name,
+            deleted,
+            "delete of a missing name"
+        );
         if deleted {
             Ok(())
         } else {
