@@ -663,6 +663,22 @@ mod test {
         }
     }
 
+    fn for_write(name: &str, file_id: FileId) -> MapCommand {
+        MapCommand::CreateFileForWrite {
+            name: name.into(),
+            file_id,
+            replicas: vec![1, 2],
+        }
+    }
+
+    fn take_back(name: &str, file_id: FileId, epoch: u64) -> MapCommand {
+        MapCommand::DeleteFileAt {
+            name: name.into(),
+            file_id,
+            epoch,
+        }
+    }
+
     #[test]
     fn a_retried_tagged_create_is_answered_what_its_first_attempt_did() {
         let mut s = three();
@@ -747,16 +763,7 @@ mod test {
     #[test]
     fn a_take_back_removes_the_file_only_at_its_epoch() {
         let mut s = three();
-        s.apply(&MapCommand::CreateFileForWrite {
-            name: "a".into(),
-            file_id: 10,
-            replicas: vec![1, 2],
-        });
-        let take_back = MapCommand::DeleteFileAt {
-            name: "a".into(),
-            file_id: 10,
-            epoch: 1,
-        };
+        s.apply(&for_write("a", 10));
         // The epoch moved on (the primary fenced it before writing): nothing is removed.
         s.apply(&MapCommand::SetReplicas {
             name: "a".into(),
@@ -764,30 +771,22 @@ mod test {
             expected_epoch: 1,
             replicas: vec![1, 2],
         });
-        assert!(matches!(s.apply(&take_back), MapResponse::Conflict(_)));
+        assert!(matches!(
+            s.apply(&take_back("a", 10, 1)),
+            MapResponse::Conflict(_)
+        ));
         assert!(s.files.get("a").is_some());
-        s.apply(&MapCommand::CreateFileForWrite {
-            name: "b".into(),
-            file_id: 20,
-            replicas: vec![1, 2],
-        });
-        let take_back = MapCommand::DeleteFileAt {
-            name: "b".into(),
-            file_id: 20,
-            epoch: 1,
-        };
-        assert!(matches!(s.apply(&take_back), MapResponse::Deleted(_)));
+        s.apply(&for_write("b", 20));
+        assert!(matches!(
+            s.apply(&take_back("b", 20, 1)),
+            MapResponse::Deleted(_)
+        ));
         assert!(s.files.get("b").is_none());
     }
 
     #[test]
     fn a_file_a_write_created_is_unwritten_until_claimed_or_deleted() {
         let mut s = three();
-        let for_write = |name: &str, file_id| MapCommand::CreateFileForWrite {
-            name: name.into(),
-            file_id,
-            replicas: vec![1, 2],
-        };
         assert!(matches!(
             s.apply(&for_write("a", 10)),
             MapResponse::Created(_)
@@ -804,12 +803,10 @@ mod test {
             MapResponse::AlreadyExists(_)
         ));
         // Claimed: a take-back no longer removes it.
-        let take_back = MapCommand::DeleteFileAt {
-            name: "a".into(),
-            file_id: 10,
-            epoch: 1,
-        };
-        assert!(matches!(s.apply(&take_back), MapResponse::Conflict(_)));
+        assert!(matches!(
+            s.apply(&take_back("a", 10, 1)),
+            MapResponse::Conflict(_)
+        ));
         s.apply(&for_write("b", 11));
         assert!(matches!(s.apply(&delete("b", 11)), MapResponse::Deleted(_)));
         assert!(s.unwritten.is_empty());

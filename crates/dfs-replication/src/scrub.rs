@@ -172,7 +172,7 @@ impl Engine {
                 if let Err(e) = blocking(move || store.delete(id)).await {
                     tracing::warn!(name, error = %e, "could not remove a damaged copy");
                 }
-                let serves = p.primary().map_or(0, |n| n);
+                let serves = p.primary().unwrap_or(0);
                 bad(
                     true,
                     format!(
