@@ -186,14 +186,30 @@ pub enum MapCommand {
         file_id: FileId,
     },
     /// `command` on behalf of client request `tag`: applied at most once. If a command
-    /// with this tag changed the map before (`Created`, `Deleted`, `Updated`), that
-    /// result is answered again and nothing changes; a result that changed nothing is not
-    /// remembered (a retry of it may still apply).
+    /// with this tag was answered before, that answer is given again and nothing changes.
+    /// Remembered are the results that changed the map (`Created`, `Deleted`, `Updated`)
+    /// and the final answers of creates: `AlreadyExists` for a file that is not
+    /// [`unwritten`](ClusterState::unwritten), or from [`ConfirmExists`](Self::ConfirmExists).
+    /// Other results are not remembered (a retry may still apply): a delete that found
+    /// nothing, a create that found an unwritten file (its proposer claims it next).
+    ///
+    /// So the answer a client receives for a create is the first committed one of its
+    /// tag, and an attempt that commits late, after a retry was answered, changes nothing.
     Tagged {
         /// The request.
         tag: RequestTag,
         /// What it asks (not itself `Tagged`).
         command: Box<MapCommand>,
+    },
+    /// A create's answer that the name exists, for a name whose file a write created and
+    /// whose primary's copy the proposer found written: `AlreadyExists` if the name still
+    /// refers to `file_id`, else `NotFound` or `Conflict`. Changes nothing; tagged, it makes
+    /// the answer the request's (see [`Tagged`](Self::Tagged)).
+    ConfirmExists {
+        /// The file's name.
+        name: String,
+        /// The id the proposer found written.
+        file_id: FileId,
     },
 }
 
@@ -244,10 +260,17 @@ impl ClusterState {
                     return MapResponse::Rejected("a tagged command cannot be tagged again".into());
                 }
                 let response = self.apply(command);
-                if matches!(
-                    response,
-                    MapResponse::Created(_) | MapResponse::Deleted(_) | MapResponse::Updated(_)
-                ) {
+                let answered = match &response {
+                    MapResponse::Created(_) | MapResponse::Deleted(_) | MapResponse::Updated(_) => {
+                        true
+                    }
+                    MapResponse::AlreadyExists(p) => {
+                        matches!(**command, MapCommand::ConfirmExists { .. })
+                            || !self.unwritten.contains(&p.file_id)
+                    }
+                    _ => false,
+                };
+                if answered {
                     self.sessions.insert(*tag, response.clone());
                 }
                 response
@@ -360,6 +383,11 @@ impl ClusterState {
                     MapResponse::Created(p.clone())
                 }
                 Some(p) => MapResponse::AlreadyExists(p.clone()),
+                None => MapResponse::NotFound,
+            },
+            MapCommand::ConfirmExists { name, file_id } => match self.files.get(name) {
+                Some(p) if p.file_id == *file_id => MapResponse::AlreadyExists(p.clone()),
+                Some(p) => MapResponse::Conflict(Some(p.clone())),
                 None => MapResponse::NotFound,
             },
             MapCommand::DeleteFileAt {
@@ -705,6 +733,62 @@ mod test {
         s.apply(&create("a", 11, &[2, 3]));
         assert_eq!(s.apply(&tagged(5, delete("a", 11))), first);
         assert_eq!(s.files.get("a").map(|p| p.file_id), Some(11));
+    }
+
+    #[test]
+    fn a_create_answered_already_exists_is_not_applied_by_a_late_attempt() {
+        let mut s = three();
+        s.apply(&create("a", 10, &[1, 2]));
+        // The retry, answered first: the name exists.
+        assert!(matches!(
+            s.apply(&tagged(1, create("a", 11, &[1, 2]))),
+            MapResponse::AlreadyExists(p) if p.file_id == 10
+        ));
+        s.apply(&delete("a", 10));
+        // The first attempt commits late, after the delete: it gets the same answer and
+        // creates nothing.
+        assert!(matches!(
+            s.apply(&tagged(1, create("a", 12, &[1, 2]))),
+            MapResponse::AlreadyExists(p) if p.file_id == 10
+        ));
+        assert!(s.files.get("a").is_none());
+    }
+
+    #[test]
+    fn a_create_that_finds_an_unwritten_file_is_not_answered_until_confirmed() {
+        let mut s = three();
+        s.apply(&for_write("a", 10));
+        // Not an answer: the proposer asks the primary next, then claims or confirms.
+        assert!(matches!(
+            s.apply(&tagged(1, create("a", 11, &[1, 2]))),
+            MapResponse::AlreadyExists(_)
+        ));
+        assert!(s.sessions.get(tag(1)).is_none());
+        let confirm = |file_id| MapCommand::ConfirmExists {
+            name: "a".into(),
+            file_id,
+        };
+        assert_eq!(
+            s.apply(&tagged(1, confirm(9))),
+            MapResponse::Conflict(s.files.get("a").cloned()),
+            "another file"
+        );
+        assert!(s.sessions.get(tag(1)).is_none());
+        assert!(matches!(
+            s.apply(&tagged(1, confirm(10))),
+            MapResponse::AlreadyExists(p) if p.file_id == 10
+        ));
+        assert!(matches!(
+            s.sessions.get(tag(1)),
+            Some(MapResponse::AlreadyExists(_))
+        ));
+        // A late attempt of the same request creates nothing once the name is free.
+        s.apply(&delete("a", 10));
+        assert!(matches!(
+            s.apply(&tagged(1, create("a", 12, &[1, 2]))),
+            MapResponse::AlreadyExists(_)
+        ));
+        assert!(s.files.get("a").is_none());
     }
 
     #[test]

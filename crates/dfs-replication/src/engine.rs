@@ -30,6 +30,11 @@ use crate::{BodyStream, EngineError};
 /// if its take-back commits after a write there, long after it was proposed).
 const UNSURE_UNDOS_MAX: usize = 1024;
 
+/// How many times a create looks at its name before it gives up (each look after the first
+/// on a map caught up with the leader, so one more is needed only if the name changed
+/// again in between).
+const CREATE_ATTEMPTS: usize = 4;
+
 /// A member of the cluster as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -263,10 +268,7 @@ impl Engine {
     async fn reconcile(&self) -> Result<(), EngineError> {
         // Decide on a map with every change committed so far: one that is behind would
         // take a newly created file for a deleted one.
-        self.map
-            .catch_up()
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        self.catch_up().await?;
         let me = self.config.node_id;
         for meta in self.store.files() {
             let (exists, listed) = self.map.read(|s| match s.files.get(&meta.name) {
@@ -351,31 +353,90 @@ impl Engine {
     /// A tagged create is applied at most once: its retries (same tag) are answered what
     /// the first application did, by the map itself (see [`MapCommand::Tagged`]), even on
     /// another node and after the file was deleted again.
+    ///
+    /// `AlreadyExists` is answered only for a file that this node's map, caught up with
+    /// the leader after the call began, still lists: a map that is behind may list a file
+    /// deleted before the call. When the file seen is gone by then, the create looks again.
     pub async fn create(&self, name: &str, tag: Option<OpTag>) -> Result<FileInfo, EngineError> {
         let name = Name::parse(name)?.into_string();
         let _lock = self.locks.write(name.clone()).await;
-        let found = self.find(&name).await?;
-        // A file a write created and has not written yet does not exist for users: a
-        // create claims it (it then exists, empty) unless that write landed meanwhile.
-        if let Some(p) = &found
-            && self.is_unwritten(p.file_id)
-        {
-            return self.claim(&name, p, tag).await;
-        }
-        // Untagged, an existing name fails at once; tagged, only the map can say whether
-        // this request made it.
-        if tag.is_none() && found.is_some() {
-            return self.created_before(name, tag).await;
-        }
-        let placement = match self.create_locked(&name, false, tag).await? {
-            (placement, true) => placement,
-            // A write created it since `find` looked.
-            (p, false) if self.is_unwritten(p.file_id) => {
-                return self.claim(&name, &p, tag).await;
+        for attempt in 0..CREATE_ATTEMPTS {
+            if attempt > 0 {
+                // Look again on a map with every commit made before now.
+                self.catch_up().await?;
             }
-            (_, false) => return self.created_before(name, tag).await,
+            if let Some(info) = self.create_attempt(&name, tag).await? {
+                tracing::debug!(
+                    node = self.config.node_id,
+                    name,
+                    file_id = info.file_id,
+                    ?tag,
+                    "created"
+                );
+                return Ok(info);
+            }
+            tracing::debug!(
+                node = self.config.node_id,
+                name,
+                attempt,
+                "the file a create found is gone; looking again"
+            );
+        }
+        Err(EngineError::Unavailable(format!(
+            "{name:?} keeps changing while it is created; try again"
+        )))
+    }
+
+    /// One look at `name` for [`create`](Self::create): the new (or claimed) file,
+    /// `AlreadyExists`, or `None` when the file it found is gone (look again).
+    ///
+    /// A tagged create answers only what a committed command of its tag answered (see
+    /// [`MapCommand::Tagged`]): an attempt of the same request that commits late, after
+    /// this answer, then changes nothing.
+    async fn create_attempt(
+        &self,
+        name: &str,
+        tag: Option<OpTag>,
+    ) -> Result<Option<FileInfo>, EngineError> {
+        let taken = match self.find(name).await? {
+            // A file a write created and has not written yet does not exist for users: a
+            // create claims it (it then exists, empty) unless that write landed meanwhile.
+            Some(p) if self.is_unwritten(p.file_id) => p,
+            // Untagged, an existing name fails at once; tagged, only the map can say
+            // whether this request made it.
+            Some(p) if tag.is_none() => return self.created_before(name, p.file_id).await,
+            _ => match self.create_locked(name, false, tag).await? {
+                (placement, true) => return Ok(Some(empty_info(name.to_owned(), &placement))),
+                (p, false) => {
+                    if let Some(answer) = self.saved_answer(name, tag) {
+                        return answer;
+                    }
+                    p
+                }
+            },
         };
-        Ok(empty_info(name, &placement))
+        if self.is_unwritten(taken.file_id) {
+            return self.claim(name, &taken, tag).await;
+        }
+        match tag {
+            None => Err(EngineError::AlreadyExists(name.to_owned())),
+            // Unwritten when the map applied the create, claimed since: look again.
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// What the map remembers answering request `tag` (a create), if anything.
+    fn saved_answer(
+        &self,
+        name: &str,
+        tag: Option<OpTag>,
+    ) -> Option<Result<Option<FileInfo>, EngineError>> {
+        let tag = request_tag(tag?);
+        match self.map.read(|s| s.sessions.get(tag).cloned())? {
+            MapResponse::Created(p) => Some(Ok(Some(empty_info(name.to_owned(), &p)))),
+            MapResponse::AlreadyExists(_) => Some(Err(EngineError::AlreadyExists(name.to_owned()))),
+            _ => None,
+        }
     }
 
     /// Whether file `id` was created by a write and not claimed by a create since (see
@@ -386,60 +447,75 @@ impl Engine {
 
     /// A create of a name whose file a write created: if that file's primary has not
     /// written it, the create claims it (it now exists, empty); if it has, the name
-    /// exists already.
+    /// exists already (tagged, confirmed through the map). `None`: the file is gone, or
+    /// changed meanwhile (look again).
     async fn claim(
         &self,
         name: &str,
         placement: &Placement,
         tag: Option<OpTag>,
-    ) -> Result<FileInfo, EngineError> {
-        let row = [(name.to_owned(), placement.file_id, placement.clone())];
-        match self.metas_of(&row).await?.first() {
-            Some(Some((_, version))) if *version > 0 => {
-                return self.created_before(name.to_owned(), tag).await;
-            }
-            Some(Some(_)) => {}
+    ) -> Result<Option<FileInfo>, EngineError> {
+        let id = placement.file_id;
+        let row = [(name.to_owned(), id, placement.clone())];
+        let command = match self.metas_of(&row).await?.first() {
+            // Written: it exists, if the map still has it.
+            Some(Some((_, version))) if *version > 0 => match tag {
+                None => return self.created_before(name, id).await,
+                Some(_) => MapCommand::ConfirmExists {
+                    name: name.to_owned(),
+                    file_id: id,
+                },
+            },
+            Some(Some(_)) => MapCommand::ClaimFile {
+                name: name.to_owned(),
+                file_id: id,
+            },
             _ => {
+                self.catch_up().await?;
+                if self.map.lookup(name).is_none_or(|p| p.file_id != id) {
+                    return Ok(None);
+                }
                 return Err(EngineError::Unavailable(format!(
                     "the primary of {name:?} has no copy to look at; try again"
                 )));
             }
-        }
-        let command = tagged(
-            tag,
-            MapCommand::ClaimFile {
-                name: name.to_owned(),
-                file_id: placement.file_id,
+        };
+        match self.propose(tagged(tag, command)).await? {
+            // Claimed (or, a retry, what the first attempt created).
+            MapResponse::Created(p) => Ok(Some(empty_info(name.to_owned(), &p))),
+            MapResponse::AlreadyExists(p) => match self.saved_answer(name, tag) {
+                Some(answer) => answer,
+                None if tag.is_none() && !self.is_unwritten(p.file_id) => {
+                    Err(EngineError::AlreadyExists(name.to_owned()))
+                }
+                None => Ok(None),
             },
-        );
-        match self.propose(command).await? {
-            MapResponse::Created(p) => Ok(empty_info(name.to_owned(), &p)),
-            MapResponse::AlreadyExists(_) => self.created_before(name.to_owned(), tag).await,
-            other => Err(EngineError::Unavailable(format!(
-                "{name:?} changed while a create claimed it ({other:?}); try again"
-            ))),
+            // Deleted, or created anew, meanwhile.
+            _ => Ok(None),
         }
     }
 
-    /// The answer to a create of a name that exists: `Ok` if this very request (a retry
-    /// whose first attempt's answer was lost) created it, as the map's sessions say once
-    /// this node has every commit made before now; `AlreadyExists` otherwise.
+    /// The answer to an untagged create that found file `seen` under `name` on a map that
+    /// may be behind: `AlreadyExists` if the map, caught up with the leader, still lists
+    /// `seen` (it existed then, within the call); `None` if `seen` is gone (look again).
     async fn created_before(
         &self,
-        name: String,
-        tag: Option<OpTag>,
-    ) -> Result<FileInfo, EngineError> {
-        if let Some(t) = tag {
-            self.map
-                .catch_up()
-                .await
-                .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-            let saved = self.map.read(|s| s.sessions.get(request_tag(t)).cloned());
-            if let Some(MapResponse::Created(p)) = saved {
-                return Ok(empty_info(name, &p));
-            }
+        name: &str,
+        seen: FileId,
+    ) -> Result<Option<FileInfo>, EngineError> {
+        self.catch_up().await?;
+        match self.map.lookup(name) {
+            Some(p) if p.file_id == seen => Err(EngineError::AlreadyExists(name.to_owned())),
+            _ => Ok(None),
         }
-        Err(EngineError::AlreadyExists(name))
+    }
+
+    /// Brings this node's map up to every commit made before the call.
+    async fn catch_up(&self) -> Result<(), EngineError> {
+        self.map
+            .catch_up()
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))
     }
 
     /// Appends to or replaces a file (creating it if missing), on every replica before it
@@ -463,27 +539,21 @@ impl Engine {
         self.wait_for_lease().await?;
         // Applied before to a file since deleted (its answer lost): answered, not applied
         // again. This map has that delete: it shows no file of this name, or a newer one.
-        if let Some(t) = tag
-            && let Some(MapResponse::Written(w)) =
-                self.map.read(|s| s.sessions.get(request_tag(t)).cloned())
-        {
-            tracing::debug!(
-                name,
-                "duplicate write of a deleted file answered from the map"
-            );
-            let outcome = WriteOutcome {
-                version: w.version,
-                size: w.size,
-                checksum: w.checksum,
-                duplicate: true,
-            };
-            return Ok(ack(outcome, true));
+        if let Some(done) = self.written_before(&name, tag) {
+            return Ok(done);
         }
         let (placement, created) = match self.map.lookup(&name) {
             Some(p) => (p, false),
             // Deleted while this write waited for the lock: a write creates a missing file.
             None => self.create_locked(&name, true, None).await?,
         };
+        // The create may have waited long for its commit: another attempt of this write,
+        // applied meanwhile to a file since deleted, shows in the map that applied it.
+        if created && let Some(done) = self.written_before(&name, tag) {
+            self.undo_create(&name, placement.file_id, placement.epoch)
+                .await;
+            return Ok(done);
+        }
         self.redirect_unless_primary(&placement)?;
         let placement = self.fence_undo(&name, placement).await?;
         let written = self
@@ -494,6 +564,25 @@ impl Engine {
                 .await;
         }
         written
+    }
+
+    /// The answer to write `tag` if the map remembers it applied to a file since deleted.
+    fn written_before(&self, name: &str, tag: Option<OpTag>) -> Option<WriteAck> {
+        let tag = request_tag(tag?);
+        let MapResponse::Written(w) = self.map.read(|s| s.sessions.get(tag).cloned())? else {
+            return None;
+        };
+        tracing::debug!(
+            name,
+            "duplicate write of a deleted file answered from the map"
+        );
+        let outcome = WriteOutcome {
+            version: w.version,
+            size: w.size,
+            checksum: w.checksum,
+            duplicate: true,
+        };
+        Some(ack(outcome, true))
     }
 
     /// The write itself, under the file's lock, at `placement` (this node its primary);
@@ -829,10 +918,7 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<ListEntry>, Option<String>), EngineError> {
         validate_prefix(prefix)?;
-        self.map
-            .catch_up()
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        self.catch_up().await?;
         let (rows, next) = self.page(prefix, start_after, limit);
         let metas = self.metas_of(&rows).await?;
         let entries = rows
@@ -860,10 +946,7 @@ impl Engine {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<TableEntry>, Option<String>), EngineError> {
-        self.map
-            .catch_up()
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        self.catch_up().await?;
         let (rows, next) = self.page("", start_after, limit);
         let replication_factor = self.config.replication_factor as u32;
         let entries = rows

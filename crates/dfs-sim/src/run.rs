@@ -36,6 +36,12 @@ pub struct SimConfig {
     pub faults: bool,
     /// Mix creates and deletes into the workload (else only appends, puts and reads).
     pub deletes: bool,
+    /// Add message loss to the faults: for a while, every link (clients' included) fails
+    /// at random moments, losing what it carries, and is repaired a few milliseconds
+    /// later. A TCP stream that lost a segment stalls for good, as one whose peer vanished
+    /// does: the nodes' timeouts must notice and reconnect. Off, the fault schedule of a
+    /// seed is what it was before this fault existed.
+    pub message_loss: bool,
 }
 
 impl Default for SimConfig {
@@ -48,6 +54,7 @@ impl Default for SimConfig {
             files: 2,
             faults: true,
             deletes: true,
+            message_loss: false,
         }
     }
 }
@@ -143,7 +150,13 @@ enum Fault {
     Partition(String, Vec<String>),
     OneWay(String, String),
     Hold(String, String),
+    /// Every link fails with this probability per millisecond (and is repaired with
+    /// [`LINK_REPAIR_RATE`]).
+    Lossy(#[expect(dead_code, reason = "shown in the fault log")] f64),
 }
+
+/// The chance per millisecond that a link failed by message loss is repaired.
+const LINK_REPAIR_RATE: f64 = 0.1;
 
 impl Fault {
     fn heal(&self, sim: &mut turmoil::Sim<'_>) {
@@ -156,6 +169,8 @@ impl Fault {
             }
             Fault::OneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
             Fault::Hold(a, b) => sim.release(a.as_str(), b.as_str()),
+            // Links failed meanwhile are repaired at the repair rate.
+            Fault::Lossy(_) => sim.set_fail_rate(0.0),
         }
     }
 }
@@ -189,6 +204,7 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         // Like a kernel's listen backlog: connects that timed out while a link was held
         // still arrive when it is released.
         .tcp_capacity(4096)
+        .repair_rate(LINK_REPAIR_RATE)
         .build();
 
     let members: Vec<Member> = (1..=config.nodes)
@@ -299,7 +315,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
                 .filter(|h| *h != victim)
                 .collect();
             let other = others[rng.below(others.len() as u64) as usize].clone();
-            let fault = match rng.below(4) {
+            let kinds = if config.message_loss { 5 } else { 4 };
+            let fault = match rng.below(kinds) {
                 0 => {
                     sim.crash(victim.as_str());
                     Fault::Crash(victim)
@@ -314,9 +331,15 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
                     sim.partition_oneway(victim.as_str(), other.as_str());
                     Fault::OneWay(victim, other)
                 }
-                _ => {
+                3 => {
                     sim.hold(victim.as_str(), other.as_str());
                     Fault::Hold(victim, other)
+                }
+                _ => {
+                    // One failure per link every 0.5 to 5 s.
+                    let rate = 0.0002 + rng.below(1800) as f64 / 1_000_000.0;
+                    sim.set_fail_rate(rate);
+                    Fault::Lossy(rate)
                 }
             };
             let until = now + rng.millis(300, 4000);

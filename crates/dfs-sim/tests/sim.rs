@@ -16,8 +16,8 @@ const CI_SEEDS: u64 = 8;
 /// see ARCHITECTURE.md, "Proving it"), run again with them on every `cargo test`. They
 /// failed before replay was exact, and ids are now drawn from the seed, so these rerun
 /// each one's workload and fault schedule, not the interleaving that failed; except
-/// 1367, found by a soak after replay was exact, which replays its failing run.
-const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93, 1367];
+/// 1367 and 1388, found by a soak after replay was exact, which replay their failing runs.
+const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93, 1367, 1388];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -105,6 +105,40 @@ fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
         faults += report.faults.len();
     }
     println!("{count} seeds with creates and deletes: {ops} operations, {faults} fault events");
+}
+
+/// The default workload with message loss among the faults. `DFS_SIM_SEED=N` runs seed N
+/// only; `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
+#[test]
+fn seeded_runs_with_message_loss_stay_linearizable() {
+    let config = SimConfig {
+        message_loss: true,
+        ..SimConfig::default()
+    };
+    let seeds = match env_u64("DFS_SIM_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => {
+            let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
+            first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
+        }
+    };
+    let (mut ops, mut unknown, mut faults) = (0, 0, 0);
+    let count = seeds.end - seeds.start;
+    for seed in seeds {
+        let report = run_with(seed, &config);
+        if count == 1 {
+            for fault in &report.faults {
+                println!("  {fault}");
+            }
+        }
+        ops += report.ops;
+        unknown += report.unknown;
+        faults += report.faults.len();
+    }
+    println!(
+        "{count} seeds with message loss: {ops} operations ({unknown} unknown), {faults} fault \
+         events"
+    );
 }
 
 /// Seeds whose two runs [`a_seed_replays_exactly`] compares on every `cargo test`.
