@@ -46,8 +46,9 @@ pub use network::{
     DataCallError, PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };
 pub use peer::{
-    DataHandler, DataSlot, PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX, PEER_WRITE_TIMEOUT,
-    PROPOSE_SERVE_TIMEOUT, PeerService, ProposeError, RaftReply, RaftRpc, dispatch, serve_peer,
+    Admission, DataHandler, DataSlot, PEER_IDLE_TIMEOUT, PEER_RPCS_IN_FLIGHT_MAX,
+    PEER_WRITE_TIMEOUT, PROPOSE_SERVE_TIMEOUT, PeerService, ProposeError, RaftReply, RaftRpc,
+    dispatch, serve_peer,
 };
 pub use state::{
     ClusterState, MapCommand, MapResponse, NodeInfo, RequestTag, SESSIONS_MAX, Sessions,

@@ -12,10 +12,13 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::peer::RaftService;
 use crate::{
-    ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork, ProposeError,
-    Raft, StorageRelease, open_storage, raft_config_with,
+    Admission, ClusterError, ClusterState, MapCommand, MapReader, MapResponse, PeerNetwork,
+    ProposeError, Raft, StorageRelease, open_storage, raft_config_with,
 };
 
 /// How long [`ClusterMap::shutdown`] waits for openraft's tasks to drop the storage.
@@ -24,6 +27,10 @@ pub const STORAGE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`ClusterMap::join`] waits for the map to have a leader and take this node's
 /// registration.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a node whose consensus storage is empty waits for a peer to say whether the
+/// map records it, before it takes the start for the cluster's first.
+pub const STANDING_WAIT: Duration = Duration::from_secs(3);
 
 /// How long [`ClusterMap::propose`] keeps trying (while there is no leader, the leader
 /// changes or cannot be reached) before it fails with [`ClusterError::Timeout`]; also the
@@ -85,14 +92,17 @@ pub struct MapStatus {
     pub role: MapRole,
     /// Every member of the group and its address.
     pub members: BTreeMap<NodeId, String>,
+    /// The members whose votes count (the others are learners: see "Disk loss").
+    pub voters: std::collections::BTreeSet<NodeId>,
 }
 
 /// One node's handle on the cluster map.
 ///
 /// # Start-up
 ///
-/// [`open`](Self::open) opens the storage, starts the raft and initializes the group if
-/// this storage never was part of one; [`join`](Self::join) waits for a leader and
+/// [`open`](Self::open) opens the storage and starts the raft; [`join`](Self::join)
+/// initializes the group if this storage never was part of one (see "Disk loss"), waits
+/// for a leader and
 /// registers the node. Between the two the caller starts serving peer connections with
 /// [`raft`](Self::raft): in a group of several members no leader can be elected, and this
 /// node cannot receive the log, until it does. [`start`](Self::start) does both in one
@@ -103,6 +113,20 @@ pub struct MapStatus {
 /// same first entry), a member whose storage already holds the group skips it, and one
 /// whose storage is empty while its peers already formed the group joins by receiving
 /// their log.
+///
+/// # Disk loss
+///
+/// A member whose storage is empty first asks its peers ([`RaftRpc::Standing`]
+/// (crate::RaftRpc::Standing)) whether their maps record it as registered. If one does,
+/// the member ran before and lost its storage with its disk: what it voted for and which
+/// entries it acknowledged are forgotten, so as a voter it could elect a second leader in
+/// a term or help lose a committed entry. Until the group has taken it back it takes no
+/// part in consensus (its [`Admission`] is closed); then the leader makes it a learner and
+/// takes it out of every replica set ([`MapCommand::NodeLost`]), it receives the log, and
+/// the leader makes it a voter again ([`RaftRpc::Readmit`](crate::RaftRpc::Readmit)). Its
+/// files come back through repair once it registers. A member that lost its disk while no
+/// peer answers within [`STANDING_WAIT`] cannot tell and starts as if the cluster were
+/// new: restart it only while another member runs.
 ///
 /// # Writes and reads
 ///
@@ -119,7 +143,11 @@ pub struct ClusterMap {
     reader: MapReader,
     network: PeerNetwork,
     release: StorageRelease,
-    fresh: bool,
+    members: BTreeMap<NodeId, String>,
+    /// Closed while this node's storage was empty at open and the group has not decided
+    /// (or taken it back, after a disk loss): see "Disk loss".
+    admission: Admission,
+    fresh: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ClusterMap {
@@ -153,11 +181,12 @@ impl ClusterMap {
 
     /// Opens the map's storage in `dir` and starts this node's raft (its network dials
     /// `members` with the hello of `cluster_id`). If this storage has never been part of
-    /// the group, initializes it with `members`; a refusal because the raft already holds
-    /// a log or a vote (another member's leader reached it first) is not an error.
+    /// the group, the node takes no part in consensus until [`join`](Self::join) decides
+    /// whether it starts a new group or lost its disk (see "Disk loss").
     ///
     /// Returns at once, without a leader; serve peer connections with
-    /// [`raft`](Self::raft), then call [`join`](Self::join).
+    /// [`PeerService::for_map`](crate::PeerService::for_map), then call
+    /// [`join`](Self::join).
     ///
     /// # Errors
     ///
@@ -198,21 +227,126 @@ impl ClusterMap {
         let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let map = ClusterMap {
+        let initialized = match raft.is_initialized().await {
+            Ok(initialized) => initialized,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(ClusterError::Raft(e.to_string()));
+            }
+        };
+        Ok(ClusterMap {
             node_id,
             addr,
             raft,
             reader,
             network,
             release,
-            fresh: false,
-        };
-        match map.initialize(members).await {
-            Ok(fresh) => Ok(ClusterMap { fresh, ..map }),
-            Err(e) => {
-                map.shutdown().await;
-                Err(e)
+            members: members.clone(),
+            admission: Admission::new(initialized),
+            fresh: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// For a node whose storage was empty at open: asks the peers whether this node ran
+    /// before; then either starts (or joins) the group as new, or, after a disk loss, asks
+    /// the leader to take it back. Opens the admission.
+    async fn decide_start(&self, deadline: Instant) -> Result<(), ClusterError> {
+        let node_id = self.node_id;
+        if self.lost_storage().await {
+            tracing::warn!(
+                node_id,
+                "this node's consensus storage is empty but the cluster map records it: its \
+                 disk was lost; asking the group to take it back"
+            );
+            self.readmit(deadline).await?;
+            tracing::info!(node_id, "taken back into the cluster map after a disk loss");
+            return Ok(());
+        }
+        let fresh = self.initialize(&self.members).await?;
+        self.fresh.store(fresh, Ordering::SeqCst);
+        self.admission.open();
+        Ok(())
+    }
+
+    /// Whether a peer's map records this node (asked of every peer at once, again until
+    /// one answers or [`STANDING_WAIT`] passes).
+    async fn lost_storage(&self) -> bool {
+        let peers: Vec<(NodeId, String)> = self
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        if peers.is_empty() {
+            return false;
+        }
+        let deadline = Instant::now() + STANDING_WAIT;
+        loop {
+            let asks = peers.iter().map(|(id, addr)| {
+                self.network
+                    .standing(*id, addr, self.node_id, Duration::from_millis(500))
+            });
+            let answers = futures::future::join_all(asks).await;
+            if answers.iter().any(|a| matches!(a, Ok(true))) {
+                return true;
             }
+            if answers.iter().any(|a| a.is_ok()) || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Has the leader take this node back after a disk loss: as a learner out of every
+    /// replica set, then (with the admission open, so that it receives the log) as a voter.
+    async fn readmit(&self, deadline: Instant) -> Result<(), ClusterError> {
+        for promote in [false, true] {
+            if promote {
+                self.admission.open();
+            }
+            self.readmit_step(promote, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// One step of [`readmit`](Self::readmit), sent to each peer in turn (and on to the
+    /// leader one names) until one leader has done it.
+    async fn readmit_step(&self, promote: bool, deadline: Instant) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let me = (self.node_id, self.addr.clone());
+        let mut last = String::from("no peer answered");
+        loop {
+            for (id, addr) in self.members.iter().filter(|(id, _)| **id != self.node_id) {
+                let (mut target, mut target_addr) = (*id, addr.clone());
+                for _ in 0..FORWARD_HOPS_MAX {
+                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    let asked = self
+                        .network
+                        .readmit(target, &target_addr, me.clone(), promote, ttl)
+                        .await;
+                    match asked {
+                        Ok(()) => return Ok(()),
+                        Err(ProposeError::NotLeader {
+                            leader: Some(next),
+                            addr: Some(next_addr),
+                        }) if next != target && next != self.node_id => {
+                            (target, target_addr) = (next, next_addr);
+                        }
+                        Err(e) => {
+                            last = format!("node {target}: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            tracing::debug!(node_id = self.node_id, promote, last, "not taken back yet");
+            tokio::time::sleep(PROPOSE_BACKOFF_MAX).await;
         }
     }
 
@@ -261,6 +395,9 @@ impl ClusterMap {
     pub async fn join(&self) -> Result<(), ClusterError> {
         let node_id = self.node_id;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        if !self.admission.is_open() {
+            self.decide_start(deadline).await?;
+        }
         self.wait_for_leader(STARTUP_TIMEOUT).await?;
         loop {
             let incarnation = self.recorded_incarnation() + 1;
@@ -269,7 +406,17 @@ impl ClusterMap {
                 addr: self.addr.clone(),
                 incarnation,
             };
-            let (response, uncertain) = self.propose_until(command, deadline).await?;
+            let (response, uncertain) = match self.propose_until(command, deadline).await {
+                Ok(answer) => answer,
+                // Perhaps committed, not yet applied here (a slow catch-up): the next
+                // round sees it (refused as already recorded), or registers anew.
+                Err(e) if Instant::now() + PROPOSE_BACKOFF_MAX < deadline => {
+                    tracing::debug!(node_id, incarnation, error = %e, "registration unconfirmed; again");
+                    tokio::time::sleep(PROPOSE_BACKOFF_MAX).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match response {
                 MapResponse::Done => {
                     tracing::info!(node_id, incarnation, "registered in the cluster map");
@@ -296,7 +443,13 @@ impl ClusterMap {
 
     /// Whether this start created the map (its storage held no consensus state before).
     pub fn freshly_initialized(&self) -> bool {
-        self.fresh
+        self.fresh.load(Ordering::SeqCst)
+    }
+
+    /// Whether this node takes part in consensus (see "Disk loss"), for
+    /// [`PeerService::for_map`](crate::PeerService::for_map).
+    pub fn admission(&self) -> Admission {
+        self.admission.clone()
     }
 
     /// The raft instance (for serving peer connections).
@@ -603,11 +756,13 @@ impl ClusterMap {
             .nodes()
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
+        let voters = m.membership_config.membership().voter_ids().collect();
         MapStatus {
             leader: m.current_leader,
             term: m.current_term,
             role,
             members,
+            voters,
         }
     }
 

@@ -144,6 +144,52 @@ impl PeerNetwork {
 }
 
 impl PeerNetwork {
+    /// Asks node `target` at `addr` whether its map records node `node`
+    /// ([`RaftRpc::Standing`]), waiting at most `ttl`.
+    pub async fn standing(
+        &self,
+        target: u64,
+        addr: &str,
+        node: u64,
+        ttl: Duration,
+    ) -> Result<bool, ProposeError> {
+        let link = self.link(target, addr);
+        match link.call(&RaftRpc::Standing(node), ttl).await {
+            Ok(RaftReply::Standing(known)) => Ok(known),
+            Ok(other) => Err(ProposeError::Unreachable(format!(
+                "node {target} answered a standing request with {}",
+                reply_kind(&other)
+            ))),
+            Err(e) => Err(ProposeError::Unreachable(format!("node {target}: {e}"))),
+        }
+    }
+
+    /// Asks node `target` at `addr` to take node `node` back ([`RaftRpc::Readmit`]),
+    /// waiting at most `ttl`.
+    pub async fn readmit(
+        &self,
+        target: u64,
+        target_addr: &str,
+        node: (u64, String),
+        promote: bool,
+        ttl: Duration,
+    ) -> Result<(), ProposeError> {
+        let link = self.link(target, target_addr);
+        let rpc = RaftRpc::Readmit {
+            node: node.0,
+            addr: node.1,
+            promote,
+        };
+        match link.call(&rpc, ttl).await {
+            Ok(RaftReply::Readmit(result)) => result,
+            Ok(other) => Err(ProposeError::Unreachable(format!(
+                "node {target} answered a readmit request with {}",
+                reply_kind(&other)
+            ))),
+            Err(e) => Err(ProposeError::Unreachable(format!("node {target}: {e}"))),
+        }
+    }
+
     /// Asks node `target` at `addr` for a read index ([`RaftRpc::ReadIndex`]), waiting at
     /// most `ttl`.
     pub async fn read_index(
@@ -257,6 +303,8 @@ fn reply_kind(reply: &RaftReply) -> &'static str {
         RaftReply::Propose(_) => "propose",
         RaftReply::ReadIndex(_) => "read_index",
         RaftReply::Data(_) => "data",
+        RaftReply::Standing(_) => "standing",
+        RaftReply::Readmit(_) => "readmit",
     }
 }
 

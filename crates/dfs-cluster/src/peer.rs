@@ -78,6 +78,23 @@ pub enum RaftRpc {
     /// A message of the data layer (replication of file contents, leases), opaque here:
     /// handed to the node's [`DataHandler`].
     Data(Vec<u8>),
+    /// A node whose consensus storage is empty asks whether the map (as applied on the
+    /// receiver) records that node as registered: if so, it ran before and lost its
+    /// storage (see [`ClusterMap`](crate::ClusterMap), "Disk loss").
+    Standing(u64),
+    /// A node that lost its consensus storage asks the leader to take it back: first
+    /// (`promote: false`) as a learner only, its votes and acknowledgements no longer
+    /// counted, and out of every file's replica set ([`MapCommand::NodeLost`]); then
+    /// (`promote: true`), once it serves its peers again, as a voter as soon as it has the
+    /// log. The receiver answers [`ProposeError::NotLeader`] if it does not lead.
+    Readmit {
+        /// The node.
+        node: u64,
+        /// Its address.
+        addr: String,
+        /// Which step.
+        promote: bool,
+    },
 }
 
 impl RaftRpc {
@@ -100,6 +117,8 @@ impl RaftRpc {
             RaftRpc::Propose(_) => "propose",
             RaftRpc::ReadIndex => "read_index",
             RaftRpc::Data(_) => "data",
+            RaftRpc::Standing(_) => "standing",
+            RaftRpc::Readmit { .. } => "readmit",
         }
     }
 }
@@ -124,6 +143,10 @@ pub enum RaftReply {
     ReadIndex(Result<u64, ProposeError>),
     /// The answer to [`RaftRpc::Data`], opaque here.
     Data(Vec<u8>),
+    /// The answer to [`RaftRpc::Standing`]: whether the receiver's map records the node.
+    Standing(bool),
+    /// The answer to [`RaftRpc::Readmit`]: the step is done, or why not.
+    Readmit(Result<(), ProposeError>),
 }
 
 /// Why a proposal forwarded to another node ([`RaftRpc::Propose`]) did not come back
@@ -197,6 +220,31 @@ pub(crate) trait RaftService: Clone + Send + Sync + 'static {
         }
     }
 
+    /// Whether the node takes part in consensus (see [`Admission`]); by default, yes.
+    fn admitted(&self) -> bool {
+        true
+    }
+
+    /// Answers a [`RaftRpc::Standing`]; by default, as a node whose map records nothing.
+    fn standing(&self, _node: u64) -> bool {
+        false
+    }
+
+    /// Answers a [`RaftRpc::Readmit`]; by default, as a node that leads nothing.
+    fn readmit(
+        &self,
+        _node: u64,
+        _addr: String,
+        _promote: bool,
+    ) -> impl Future<Output = Result<(), ProposeError>> + Send {
+        async {
+            Err(ProposeError::NotLeader {
+                leader: None,
+                addr: None,
+            })
+        }
+    }
+
     /// Answers a [`RaftRpc::Data`]; by default, refuses it.
     fn data(&self, payload: Vec<u8>) -> impl Future<Output = RaftReply> + Send {
         async move {
@@ -235,11 +283,44 @@ impl std::fmt::Debug for DataSlot {
     }
 }
 
+/// Whether a node takes part in the map's consensus. Closed while a node that lost its
+/// consensus storage waits to be taken back as a learner: it then answers no vote request
+/// and acknowledges no entry, since what it promised before the loss is forgotten (a vote
+/// given twice in one term could elect two leaders; an entry it acknowledged may be
+/// committed on the strength of that acknowledgement).
+#[derive(Debug, Clone)]
+pub struct Admission(Arc<std::sync::atomic::AtomicBool>);
+
+impl Admission {
+    /// Open (`true`) or closed.
+    pub fn new(open: bool) -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(open)))
+    }
+
+    /// Whether it is open.
+    pub fn is_open(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Opens it.
+    pub fn open(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
 /// What a node serves on its peer connections: its raft, and its data layer once set.
 #[derive(Clone)]
 pub struct PeerService {
     raft: Raft,
     data: DataSlot,
+    map: Option<crate::MapReader>,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -253,7 +334,23 @@ impl std::fmt::Debug for PeerService {
 impl PeerService {
     /// Serves `raft`, and data requests through `data` once a handler is set in it.
     pub fn new(raft: Raft, data: DataSlot) -> Self {
-        Self { raft, data }
+        Self {
+            raft,
+            data,
+            map: None,
+            admission: Admission::default(),
+        }
+    }
+
+    /// Serves `map`'s raft (within its [`Admission`]) and answers [`RaftRpc::Standing`]
+    /// from its applied state; data requests through `data` once a handler is set in it.
+    pub fn for_map(map: &crate::ClusterMap, data: DataSlot) -> Self {
+        Self {
+            raft: map.raft().clone(),
+            data,
+            map: Some(map.reader().clone()),
+            admission: map.admission(),
+        }
     }
 }
 
@@ -288,6 +385,20 @@ impl RaftService for PeerService {
 
     async fn read_index(&self) -> Result<u64, ProposeError> {
         RaftService::read_index(&self.raft).await
+    }
+
+    fn admitted(&self) -> bool {
+        self.admission.is_open()
+    }
+
+    fn standing(&self, node: u64) -> bool {
+        self.map
+            .as_ref()
+            .is_some_and(|m| m.read(|s| s.nodes.contains_key(&node)))
+    }
+
+    async fn readmit(&self, node: u64, addr: String, promote: bool) -> Result<(), ProposeError> {
+        RaftService::readmit(&self.raft, node, addr, promote).await
     }
 
     async fn data(&self, payload: Vec<u8>) -> RaftReply {
@@ -348,6 +459,43 @@ impl RaftService for Raft {
             ))),
         }
     }
+
+    async fn readmit(&self, node: u64, addr: String, promote: bool) -> Result<(), ProposeError> {
+        let step = async {
+            if promote {
+                // Already a learner: this waits until it has the log, then makes it a voter.
+                self.add_learner(node, openraft::BasicNode { addr }, true)
+                    .await?;
+                let voters = std::collections::BTreeSet::from([node]);
+                self.change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
+                    .await?;
+            } else {
+                let metrics = self.metrics().borrow().clone();
+                let config = metrics.membership_config.membership();
+                if config.voter_ids().any(|v| v == node) {
+                    let voters = std::collections::BTreeSet::from([node]);
+                    self.change_membership(openraft::ChangeMembers::RemoveVoters(voters), true)
+                        .await?;
+                }
+                // Its copies are gone with its disk: out of every replica set.
+                self.client_write(MapCommand::NodeLost { id: node }).await?;
+            }
+            Ok::<_, RaftError<u64, openraft::error::ClientWriteError<u64, openraft::BasicNode>>>(())
+        };
+        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, step).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+                }),
+                None => Err(ProposeError::Failed(e.to_string())),
+            },
+            Err(_) => Err(ProposeError::Failed(format!(
+                "node {node} not taken back within {PROPOSE_SERVE_TIMEOUT:?}"
+            ))),
+        }
+    }
 }
 
 /// Handles one encoded [`RaftRpc`] with the local raft and returns the encoded
@@ -358,25 +506,38 @@ pub async fn dispatch(raft: &Raft, payload: &[u8]) -> Bytes {
 }
 
 pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -> Bytes {
-    let reply = match RaftRpc::decode(payload) {
-        Ok(RaftRpc::AppendEntries(rpc)) => {
-            RaftReply::AppendEntries(service.append_entries(rpc).await)
-        }
-        Ok(RaftRpc::Vote(rpc)) => RaftReply::Vote(service.vote(rpc).await),
-        Ok(RaftRpc::InstallSnapshot(rpc)) => {
-            RaftReply::InstallSnapshot(service.install_snapshot(rpc).await)
-        }
-        Ok(RaftRpc::Propose(command)) => RaftReply::Propose(service.propose(command).await),
-        Ok(RaftRpc::ReadIndex) => RaftReply::ReadIndex(service.read_index().await),
-        Ok(RaftRpc::Data(payload)) => service.data(payload).await,
-        Err(e) => {
-            tracing::warn!(len = payload.len(), error = %e, "undecodable raft request");
-            RaftReply::Refused(format!(
-                "undecodable raft request of {} bytes: {e}",
-                payload.len()
-            ))
-        }
-    };
+    let reply =
+        match RaftRpc::decode(payload) {
+            Ok(
+                rpc @ (RaftRpc::AppendEntries(_) | RaftRpc::Vote(_) | RaftRpc::InstallSnapshot(_)),
+            ) if !service.admitted() => RaftReply::Refused(format!(
+                "this node lost its consensus storage and waits to be taken back ({} refused)",
+                rpc.kind()
+            )),
+            Ok(RaftRpc::AppendEntries(rpc)) => {
+                RaftReply::AppendEntries(service.append_entries(rpc).await)
+            }
+            Ok(RaftRpc::Vote(rpc)) => RaftReply::Vote(service.vote(rpc).await),
+            Ok(RaftRpc::InstallSnapshot(rpc)) => {
+                RaftReply::InstallSnapshot(service.install_snapshot(rpc).await)
+            }
+            Ok(RaftRpc::Propose(command)) => RaftReply::Propose(service.propose(command).await),
+            Ok(RaftRpc::ReadIndex) => RaftReply::ReadIndex(service.read_index().await),
+            Ok(RaftRpc::Data(payload)) => service.data(payload).await,
+            Ok(RaftRpc::Standing(node)) => RaftReply::Standing(service.standing(node)),
+            Ok(RaftRpc::Readmit {
+                node,
+                addr,
+                promote,
+            }) => RaftReply::Readmit(service.readmit(node, addr, promote).await),
+            Err(e) => {
+                tracing::warn!(len = payload.len(), error = %e, "undecodable raft request");
+                RaftReply::Refused(format!(
+                    "undecodable raft request of {} bytes: {e}",
+                    payload.len()
+                ))
+            }
+        };
     encode_reply(&reply)
 }
 

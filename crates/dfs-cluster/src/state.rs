@@ -211,6 +211,31 @@ pub enum MapCommand {
         /// The id the proposer found written.
         file_id: FileId,
     },
+    /// A node lost its disk (its copies and its consensus storage; it is being taken
+    /// back, see `ClusterMap`, "Disk loss"): it is marked down and removed from every
+    /// replica set it shares, as by [`NodeDown`](Self::NodeDown), whatever its incarnation;
+    /// a file whose only replica it is keeps it but moves to its next epoch, so that the
+    /// node, once back, does not take the file for one created and never written (an
+    /// empty copy at the first epoch): the file stays unavailable, its content lost.
+    NodeLost {
+        /// The node.
+        id: NodeId,
+    },
+    /// [`DeleteFileWithWrites`](Self::DeleteFileWithWrites) only if the file is still
+    /// `file_id` at `epoch` (else `Conflict`): `writes` then holds every write applied to
+    /// the file, as its primary at that epoch (the only node that writes at it) read them
+    /// under the file's lock. A primary that was replaced meanwhile lacks the writes of its
+    /// successor, and a delete with its list would forget them.
+    DeleteFileWithWritesAt {
+        /// The file's name.
+        name: String,
+        /// The id the deleter saw.
+        file_id: FileId,
+        /// The epoch the deleter was primary at.
+        epoch: u64,
+        /// The results of the file's recent writes, by request.
+        writes: Vec<(RequestTag, WriteResult)>,
+    },
 }
 
 /// The outcome of applying a [`MapCommand`].
@@ -305,23 +330,15 @@ impl ClusterState {
                 )),
                 Some(node) => {
                     node.up = false;
-                    let changed: Vec<(String, Placement)> = self
-                        .files
-                        .iter()
-                        .filter(|(_, p)| p.holds(*id) && p.replicas.len() > 1)
-                        .map(|(name, p)| {
-                            let replicas = p.replicas.iter().copied().filter(|r| r != id);
-                            let placement = Placement {
-                                file_id: p.file_id,
-                                replicas: replicas.collect(),
-                                epoch: p.epoch + 1,
-                            };
-                            (name.to_owned(), placement)
-                        })
-                        .collect();
-                    for (name, placement) in changed {
-                        self.files.replace(name, placement);
-                    }
+                    self.leave_replica_sets(*id, false);
+                    MapResponse::Done
+                }
+                None => MapResponse::NotFound,
+            },
+            MapCommand::NodeLost { id } => match self.nodes.get_mut(id) {
+                Some(node) => {
+                    node.up = false;
+                    self.leave_replica_sets(*id, true);
                     MapResponse::Done
                 }
                 None => MapResponse::NotFound,
@@ -383,6 +400,22 @@ impl ClusterState {
                     MapResponse::Created(p.clone())
                 }
                 Some(p) => MapResponse::AlreadyExists(p.clone()),
+                None => MapResponse::NotFound,
+            },
+            MapCommand::DeleteFileWithWritesAt {
+                name,
+                file_id,
+                epoch,
+                writes,
+            } => match self.files.get(name) {
+                Some(p) if p.file_id == *file_id && p.epoch == *epoch => {
+                    self.apply(&MapCommand::DeleteFileWithWrites {
+                        name: name.clone(),
+                        file_id: *file_id,
+                        writes: writes.clone(),
+                    })
+                }
+                Some(p) => MapResponse::Conflict(Some(p.clone())),
                 None => MapResponse::NotFound,
             },
             MapCommand::ConfirmExists { name, file_id } => match self.files.get(name) {
@@ -450,6 +483,33 @@ impl ClusterState {
                 self.files.replace(name.clone(), updated.clone());
                 MapResponse::Updated(updated)
             }
+        }
+    }
+
+    /// Removes node `id` from every replica set it shares, bumping each such file's
+    /// epoch (the next replica becomes primary); with `sole`, also bumps the epoch of the
+    /// files whose only replica it is.
+    fn leave_replica_sets(&mut self, id: NodeId, sole: bool) {
+        let changed: Vec<(String, Placement)> = self
+            .files
+            .iter()
+            .filter(|(_, p)| p.holds(id) && (sole || p.replicas.len() > 1))
+            .map(|(name, p)| {
+                let mut replicas: Vec<NodeId> =
+                    p.replicas.iter().copied().filter(|r| *r != id).collect();
+                if replicas.is_empty() {
+                    replicas.push(id);
+                }
+                let placement = Placement {
+                    file_id: p.file_id,
+                    replicas,
+                    epoch: p.epoch + 1,
+                };
+                (name.to_owned(), placement)
+            })
+            .collect();
+        for (name, placement) in changed {
+            self.files.replace(name, placement);
         }
     }
 
@@ -568,6 +628,24 @@ mod test {
         assert_eq!(at("second"), Some((vec![2], 2)));
         assert_eq!(at("alone"), Some((vec![1], 1)), "its only replica stays");
         assert_eq!(at("other"), Some((vec![2, 3], 1)), "untouched");
+    }
+
+    #[test]
+    fn a_lost_node_leaves_every_replica_set_and_its_sole_files_move_on() {
+        let mut s = three();
+        s.apply(&create("shared", 1, &[3, 1]));
+        s.apply(&create("alone", 2, &[3]));
+        s.apply(&create("other", 3, &[1, 2]));
+        assert_eq!(s.apply(&MapCommand::NodeLost { id: 3 }), MapResponse::Done);
+        let at = |name: &str| s.files.get(name).map(|p| (p.replicas.clone(), p.epoch));
+        assert_eq!(at("shared"), Some((vec![1], 2)));
+        assert_eq!(at("alone"), Some((vec![3], 2)), "kept, at its next epoch");
+        assert_eq!(at("other"), Some((vec![1, 2], 1)), "untouched");
+        assert_eq!(s.up_nodes(), [1, 2]);
+        assert_eq!(
+            s.apply(&MapCommand::NodeLost { id: 9 }),
+            MapResponse::NotFound
+        );
     }
 
     #[test]
@@ -834,6 +912,22 @@ mod test {
         };
         assert!(matches!(s.apply(&command), MapResponse::Deleted(_)));
         assert_eq!(s.sessions.get(tag(8)), Some(&MapResponse::Written(write)));
+        // Only at the deleter's epoch: a replaced primary lacks its successor's writes.
+        s.apply(&create("b", 11, &[1, 2]));
+        s.apply(&MapCommand::NodeDown {
+            id: 1,
+            incarnation: 1,
+        });
+        let at = |epoch| MapCommand::DeleteFileWithWritesAt {
+            name: "b".into(),
+            file_id: 11,
+            epoch,
+            writes: vec![(tag(10), write)],
+        };
+        assert!(matches!(s.apply(&at(1)), MapResponse::Conflict(Some(p)) if p.epoch == 2));
+        assert!(s.sessions.get(tag(10)).is_none());
+        assert!(matches!(s.apply(&at(2)), MapResponse::Deleted(_)));
+        assert_eq!(s.sessions.get(tag(10)), Some(&MapResponse::Written(write)));
         // A delete that did not happen keeps nothing.
         let stale = MapCommand::DeleteFileWithWrites {
             name: "a".into(),

@@ -45,6 +45,8 @@ struct Mock {
     delay: Duration,
     fail: bool,
     gate: Option<Arc<Semaphore>>,
+    /// Takes no part in consensus (its admission closed).
+    closed: bool,
     running: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
     calls: Arc<AtomicUsize>,
@@ -71,6 +73,10 @@ impl Drop for Running {
 }
 
 impl RaftService for Mock {
+    fn admitted(&self) -> bool {
+        !self.closed
+    }
+
     async fn append_entries(
         &self,
         _rpc: AppendEntriesRequest<TypeConfig>,
@@ -319,6 +325,43 @@ async fn garbage_payloads_get_a_refused_reply() {
     assert!(matches!(
         RaftReply::decode(&answer),
         Ok(RaftReply::Vote(Ok(v))) if v.vote_granted
+    ));
+}
+
+/// A node waiting to be taken back after a disk loss answers no vote request and
+/// acknowledges no entry; a proposal it still forwards.
+#[tokio::test]
+async fn a_node_not_admitted_answers_no_consensus_message() {
+    let mock = Mock {
+        closed: true,
+        ..Mock::default()
+    };
+    let consensus = [
+        RaftRpc::Vote(vote_request(5)),
+        RaftRpc::AppendEntries(AppendEntriesRequest {
+            vote: Vote::new_committed(5, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }),
+    ];
+    for rpc in consensus {
+        let payload = rpc.encode().expect("encodes");
+        match RaftReply::decode(&dispatch_with(&mock, &payload).await) {
+            Ok(RaftReply::Refused(why)) => assert!(why.contains("taken back"), "{why}"),
+            other => panic!("{}: {other:?}", rpc.kind()),
+        }
+    }
+    assert_eq!(
+        mock.calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the raft"
+    );
+    let propose = RaftRpc::Propose(MapCommand::NodeLost { id: 3 });
+    let answer = dispatch_with(&mock, &propose.encode().expect("encodes")).await;
+    assert!(matches!(
+        RaftReply::decode(&answer),
+        Ok(RaftReply::Propose(Ok(MapResponse::Done)))
     ));
 }
 

@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dfs_cluster::{ClusterError, ClusterMap, MapCommand, MapResponse, MapRole, PROPOSE_TIMEOUT};
+use dfs_cluster::{
+    ClusterError, ClusterMap, DataSlot, MapCommand, MapResponse, MapRole, PROPOSE_TIMEOUT,
+    PeerService,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -39,7 +42,7 @@ impl TestNode {
             .expect("the map opens");
         let accept = tokio::spawn(common::accept_peers(
             listener,
-            map.raft().clone(),
+            PeerService::for_map(&map, DataSlot::default()),
             id,
             CLUSTER,
         ));
@@ -129,8 +132,6 @@ async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
     for ((id, dir), listener) in ids.iter().zip(&dirs).zip(listeners) {
         nodes.push(TestNode::open(*id, &members, dir, listener).await);
     }
-    assert!(nodes.iter().all(|n| n.map.freshly_initialized()));
-
     // All three join at once; each registers through whoever leads.
     let started = Instant::now();
     let (a, b, c) = tokio::join!(
@@ -138,6 +139,7 @@ async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
         nodes[1].map.join(),
         nodes[2].map.join()
     );
+    assert!(nodes.iter().all(|n| n.map.freshly_initialized()));
     for joined in [a, b, c] {
         joined.expect("joined");
     }
@@ -322,8 +324,8 @@ async fn a_member_with_empty_storage_joins_a_formed_group_by_its_log() {
     // (the same first entry) or is refused as a group member already, and either way
     // receives the log and registers.
     let late = TestNode::open(3, &members, &dirs[2], late_listener).await;
-    assert!(late.map.freshly_initialized());
     late.map.join().await.expect("the late node joins");
+    assert!(late.map.freshly_initialized(), "it never ran: no disk loss");
     wait_until("the late node to apply the log", || {
         late.map.lookup("early").is_some()
             && late
@@ -337,4 +339,67 @@ async fn a_member_with_empty_storage_joins_a_formed_group_by_its_log() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// A member that lost its storage (its disk) is not taken for a new one: the others' maps
+/// record it, so it waits, voting for nobody, until the leader has made it a learner and
+/// moved its files away; then it receives the log and becomes a voter again, and counts
+/// in the quorum as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_lost_its_storage_is_taken_back_as_a_learner_then_a_voter() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let ids = [1, 2, 3];
+    let dirs = dirs(root.path(), &ids);
+    let (listeners, members) = listeners(&ids).await;
+    let mut nodes = Vec::new();
+    for ((id, dir), listener) in ids.iter().zip(&dirs).zip(listeners) {
+        nodes.push(TestNode::open(*id, &members, dir, listener).await);
+    }
+    let (a, b, c) = tokio::join!(
+        nodes[0].map.join(),
+        nodes[1].map.join(),
+        nodes[2].map.join()
+    );
+    for joined in [a, b, c] {
+        joined.expect("joined");
+    }
+    for command in [create("shared", 1, vec![3, 1]), create("alone", 2, vec![3])] {
+        let created = nodes[0].map.propose(command).await.expect("committed");
+        assert!(matches!(created, MapResponse::Created(_)), "{created:?}");
+    }
+
+    // Node 3 stops and its disk is lost: an empty directory at the same address.
+    let lost = nodes.pop().expect("three");
+    lost.stop().await;
+    std::fs::remove_dir_all(&dirs[2]).expect("wipe");
+    std::fs::create_dir_all(&dirs[2]).expect("recreate");
+    let listener = rebind(&members[&3]).await;
+    let back = TestNode::open(3, &members, &dirs[2], listener).await;
+    back.map.join().await.expect("taken back");
+    assert!(!back.map.freshly_initialized(), "not a new group");
+
+    // Out of the file it shared; its only file moved on (its content is gone).
+    let placement = |name: &str| back.map.lookup(name).map(|p| (p.replicas, p.epoch));
+    assert_eq!(placement("shared"), Some((vec![1], 2)));
+    assert_eq!(placement("alone"), Some((vec![3], 2)));
+    let status = nodes[0].map.status();
+    assert_eq!(
+        status.voters,
+        [1, 2, 3].into_iter().collect(),
+        "a voter again: {status:?}"
+    );
+
+    // It counts in the quorum: with node 1 gone, nodes 2 and 3 still commit.
+    let first = nodes.remove(0);
+    first.stop().await;
+    let created = back
+        .map
+        .propose(create("after", 3, vec![2, 3]))
+        .await
+        .expect("two of three commit");
+    assert!(matches!(created, MapResponse::Created(_)), "{created:?}");
+    for n in nodes {
+        n.stop().await;
+    }
+    back.stop().await;
 }

@@ -103,7 +103,7 @@ pub(crate) async fn serve_connection(
             {
                 tracing::debug!(peer = node_id, "peer connected");
                 // The map's consensus and the data layer's traffic; ends when the peer leaves.
-                let service = PeerService::new(ctx.raft.clone(), ctx.data.clone());
+                let service = PeerService::for_map(&ctx.map, ctx.data.clone());
                 tokio::select! {
                     _ = shutdown.changed() => {}
                     _ = dfs_cluster::serve_peer(service, reader, conn) => {}

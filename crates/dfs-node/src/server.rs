@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dfs_cluster::MapOptions;
-use dfs_cluster::{ClusterMap, DataSlot, Raft};
+use dfs_cluster::{ClusterMap, DataSlot};
 use dfs_net::{BoxStream, Listener};
 use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
 use dfs_replication::{DataService, Engine, EngineConfig};
@@ -29,8 +29,8 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(crate) struct Context {
     /// The engine, once the node has joined its cluster (client sessions wait for it).
     pub(crate) engine: watch::Receiver<Option<Arc<Engine>>>,
-    /// The map's raft, served to peers from the start.
-    pub(crate) raft: Raft,
+    /// The map, whose raft is served to peers from the start.
+    pub(crate) map: ClusterMap,
     /// The data layer served to peers, once the engine exists.
     pub(crate) data: DataSlot,
     /// Connections to other nodes for forwarding requests.
@@ -115,7 +115,7 @@ impl Node {
         let data = DataSlot::default();
         let ctx = Arc::new(Context {
             engine: ready_rx,
-            raft: map.raft().clone(),
+            map: map.clone(),
             data: data.clone(),
             upstreams: crate::forward::Upstreams::new(
                 config.id,

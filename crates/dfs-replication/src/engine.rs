@@ -761,9 +761,10 @@ impl Engine {
         // clean-up (or at the next start).
         let command = tagged(
             tag,
-            MapCommand::DeleteFileWithWrites {
+            MapCommand::DeleteFileWithWritesAt {
                 name: name.clone(),
                 file_id: id,
+                epoch: placement.epoch,
                 writes,
             },
         );
@@ -779,6 +780,12 @@ impl Engine {
             // This file, or (a retry) the one the first attempt deleted.
             MapResponse::Deleted(p) if p.file_id != id => return Ok(()),
             MapResponse::Deleted(_) => {}
+            // Another primary took the file over meanwhile (its writes are not all here).
+            MapResponse::Conflict(Some(p)) if p.file_id == id => {
+                return Err(EngineError::Unavailable(format!(
+                    "{name:?} moved to another primary during the delete; try again"
+                )));
+            }
             MapResponse::NotFound | MapResponse::Conflict(_) => {
                 return Err(EngineError::NotFound(name));
             }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dfs_cluster::{Raft, serve_peer};
+use dfs_cluster::{PeerService, serve_peer};
 use dfs_proto::{
     ClientFrame, ErrorCode, MAGIC, PROTOCOL_VERSION, Role, ServerCodec, ServerFrame, Welcome,
     WireError,
@@ -22,15 +22,21 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The node's side of the handshake, as dfs-node does it: a `Role::Peer` hello of
 /// `cluster` gets a `Welcome`, then the connection is the raft's. Aborting this task drops
 /// the connection tasks with it.
-pub async fn accept_peers(listener: TcpListener, raft: Raft, id: u64, cluster: u64) {
+pub async fn accept_peers(
+    listener: TcpListener,
+    service: impl Into<PeerService>,
+    id: u64,
+    cluster: u64,
+) {
+    let service = service.into();
     let mut connections = JoinSet::new();
     while let Ok((socket, _)) = listener.accept().await {
         while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(socket, raft.clone(), id, cluster));
+        connections.spawn(serve_connection(socket, service.clone(), id, cluster));
     }
 }
 
-async fn serve_connection(socket: TcpStream, raft: Raft, id: u64, cluster: u64) {
+async fn serve_connection(socket: TcpStream, service: PeerService, id: u64, cluster: u64) {
     let _ = socket.set_nodelay(true);
     let (read_half, write_half) = socket.into_split();
     let mut reader = FramedRead::new(read_half, ServerCodec::new());
@@ -55,7 +61,7 @@ async fn serve_connection(socket: TcpStream, raft: Raft, id: u64, cluster: u64) 
     if writer.send(welcome).await.is_err() {
         return;
     }
-    serve_peer(raft, reader, writer).await;
+    serve_peer(service, reader, writer).await;
 }
 
 /// Waits until `done` holds, polling; fails the test after [`DEADLINE`].
