@@ -15,7 +15,7 @@
 //! the start; `DFS_FAULT_SEED=N` repeats it, `DFS_FAULT_SECS=N` makes the kill loop last N
 //! seconds instead of 15 (a soak).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +25,9 @@ use dfs::proto::ErrorCode;
 use futures::future::join_all;
 use tokio::runtime::Runtime;
 
-use crate::harness::{Cluster, FAILOVER_DEADLINE, IDS, Node, TmpfsMount, pattern, stderr};
+use crate::harness::{
+    Cluster, FAILOVER_DEADLINE, IDS, Node, TmpfsMount, pattern, replica_sets, stderr,
+};
 use crate::history::{self, Op, Outcome, Recorder, Ret, check_append_file, check_register_file};
 
 /// Files the writers append lines to.
@@ -836,4 +838,135 @@ fn a_full_raft_log_disk_stops_the_node() {
     rt.block_on(client.put("log/after", b"still here".to_vec()))
         .expect("the others serve");
     c.kill(SMALL);
+}
+
+/// A node that lost its disk (SIGKILLed, its whole data directory wiped, restarted with the
+/// same id and flags) is not taken for the first member of a new cluster: its peers' maps
+/// record it, so it rejoins their group (a learner, taken out of every replica set, then a
+/// voter again) and registers, and repair copies back onto it every file of its home
+/// placement: every file has its two replicas again, node 3 holds a new copy of each file
+/// it held before, and every file reads back its exact content through every node. It
+/// counts in the quorum again: with node 1 then killed, nodes 2 and 3 alone (a map leader
+/// needs both of their votes and acknowledgements) mark node 1 down, commit a new file and
+/// acknowledge a write to it, and serve every file, those on nodes 1 and 3 from node 3's
+/// new copies.
+#[test]
+fn a_node_that_lost_its_disk_rejoins_and_gets_its_files_back() {
+    const LOST: u64 = 3;
+    let mut c = Cluster::start(2);
+    // Made by `create` (every node up), so each file sits on its home placement, where
+    // repair puts it back; then filled, each with its own content.
+    for i in 0..12u8 {
+        let name = format!("lost/{i:02}");
+        let mut data = format!("{name}\n").into_bytes();
+        data.extend(pattern(i, 2_000 + usize::from(i) * 8_500));
+        c.create(&IDS, &name);
+        c.put(&IDS, &name, &data);
+    }
+    let before = replica_sets(&c.json(&[1], &["table"]));
+    let file_ids: BTreeMap<String, u64> = before
+        .keys()
+        .map(|name| {
+            let stat = c.json(&[1], &["stat", name]);
+            (name.clone(), stat["file_id"].as_u64().expect("a file id"))
+        })
+        .collect();
+    let held: Vec<&String> = before
+        .iter()
+        .filter(|(_, ids)| ids.contains(&LOST))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!held.is_empty(), "node {LOST} holds no file: {before:?}");
+    eprintln!(
+        "node {LOST} holds {} of {} files: {held:?}",
+        held.len(),
+        before.len()
+    );
+
+    // The disk is lost: SIGKILL, everything under the data directory removed.
+    c.kill(LOST);
+    let dir = c.node(LOST).data_dir.clone();
+    for entry in std::fs::read_dir(&dir).expect("read the data directory") {
+        let path = entry.expect("a directory entry").path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+    assert!(
+        std::fs::read_dir(&dir)
+            .expect("read the data directory")
+            .next()
+            .is_none(),
+        "{} is not empty",
+        dir.display()
+    );
+    // Waits until `status` through every node shows the three up, with one leader.
+    c.restart(&[LOST]);
+
+    // Every file back on its home placement. A copy under node LOST's (wiped) data
+    // directory can only have been installed since the restart, so a map still listing
+    // node LOST from before the loss does not pass.
+    let copy = |name: &str| {
+        dir.join("store")
+            .join("files")
+            .join(format!("{:016x}", file_ids[name]))
+    };
+    c.wait_for(
+        &format!("every file on its two replicas again, with a new copy on node {LOST}"),
+        FAILOVER_DEADLINE,
+        || {
+            let mut wrong = Vec::new();
+            for (name, want) in &before {
+                let stat = c.try_json(&[1], &["stat", name])?;
+                let got: BTreeSet<u64> = stat["replicas"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .unwrap_or_default();
+                let copied = !want.contains(&LOST) || copy(name).exists();
+                if &got != want || !copied {
+                    wrong.push(format!(
+                        "{name}: replicas {}, want {want:?}, copy on node {LOST}: {copied}",
+                        stat["replicas"]
+                    ));
+                }
+            }
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(wrong.join("; "))
+            }
+        },
+    );
+    c.full_replicas = true;
+    // Reads through each node, `ls`, `stat` and `table` through each, all alike.
+    c.check_all(&IDS);
+
+    // Node LOST votes again: without node 1, only nodes 2 and 3 can elect a map leader (if
+    // node 1 led) and commit anything.
+    let status = c.json(&[2], &["status"]);
+    let (leader, term) = c.leader_and_term(&status).unwrap_or_else(|e| c.fail(&e));
+    eprintln!("map leader before node 1 is killed: node {leader} (term {term})");
+    c.kill(1);
+    for via in [2, LOST] {
+        c.wait_marked_down(via, 1);
+    }
+    let name = "lost/after";
+    let mut data = format!("{name}\n").into_bytes();
+    data.extend(pattern(99, 50_000));
+    c.put(&[2, LOST], name, &data);
+    let replicas: BTreeSet<u64> = c.replicas(2, name).into_iter().collect();
+    assert_eq!(
+        replicas,
+        BTreeSet::from([2, LOST]),
+        "{name} written with node 1 down"
+    );
+    let names: Vec<String> = c.files.keys().cloned().collect();
+    for via in [2, LOST] {
+        for name in &names {
+            c.check_read(&[via], name);
+        }
+    }
 }

@@ -42,6 +42,10 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROPOSE_BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// The longest pause between two attempts of a proposal: shorter than an election.
 const PROPOSE_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Longest one forwarded proposal or read-index request is waited for before it is sent
+/// again: a connection that stalled (its peer vanished, a link lost what it carried) must
+/// not take a caller's whole deadline; after a few timeouts the link dials anew.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most nodes one attempt follows when each names another leader.
 const FORWARD_HOPS_MAX: usize = 3;
 
@@ -121,9 +125,10 @@ pub struct MapStatus {
 /// the member ran before and lost its storage with its disk: what it voted for and which
 /// entries it acknowledged are forgotten, so as a voter it could elect a second leader in
 /// a term or help lose a committed entry. Until the group has taken it back it takes no
-/// part in consensus (its [`Admission`] is closed); then the leader makes it a learner and
-/// takes it out of every replica set ([`MapCommand::NodeLost`]), it receives the log, and
-/// the leader makes it a voter again ([`RaftRpc::Readmit`](crate::RaftRpc::Readmit)). Its
+/// part in consensus (its [`Admission`] is closed); then the leader removes it from the
+/// group's membership and from every replica set ([`MapCommand::NodeLost`]), adds it back
+/// as a learner that receives the log from the start, and makes it a voter again once it
+/// has caught up ([`RaftRpc::Readmit`](crate::RaftRpc::Readmit)). Its
 /// files come back through repair once it registers. A member that lost its disk while no
 /// peer answers within [`STANDING_WAIT`] cannot tell and starts as if the cluster were
 /// new: restart it only while another member runs.
@@ -297,8 +302,9 @@ impl ClusterMap {
         }
     }
 
-    /// Has the leader take this node back after a disk loss: as a learner out of every
-    /// replica set, then (with the admission open, so that it receives the log) as a voter.
+    /// Has the leader take this node back after a disk loss: out of the membership and of
+    /// every replica set, then (with the admission open, so that it receives the log) as a
+    /// learner and a voter.
     async fn readmit(&self, deadline: Instant) -> Result<(), ClusterError> {
         for promote in [false, true] {
             if promote {
@@ -399,6 +405,12 @@ impl ClusterMap {
             self.decide_start(deadline).await?;
         }
         self.wait_for_leader(STARTUP_TIMEOUT).await?;
+        // Taken back as a learner after a disk loss, but not made a voter again (that
+        // start was stopped first): finish it now.
+        if self.members.len() > 1 && !self.status().voters.contains(&node_id) {
+            tracing::info!(node_id, "a learner after a disk loss; asking to vote again");
+            self.readmit_step(true, deadline).await?;
+        }
         loop {
             let incarnation = self.recorded_incarnation() + 1;
             let command = MapCommand::NodeUp {
@@ -511,7 +523,9 @@ impl ClusterMap {
         let deadline = started + PROPOSE_TIMEOUT;
         let mut pause = PROPOSE_BACKOFF_MIN;
         loop {
-            let ttl = deadline.saturating_duration_since(Instant::now());
+            let ttl = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ATTEMPT_TIMEOUT);
             let why = match self.status().leader {
                 Some(leader) if leader == self.node_id => match self.read_index().await {
                     Ok(_) => return Ok(()),
@@ -710,7 +724,9 @@ impl ClusterMap {
         uncertain: &mut bool,
     ) -> Result<MapResponse, String> {
         for _ in 0..FORWARD_HOPS_MAX {
-            let ttl = deadline.saturating_duration_since(Instant::now());
+            let ttl = deadline
+                .saturating_duration_since(Instant::now())
+                .min(ATTEMPT_TIMEOUT);
             if ttl.is_zero() {
                 break;
             }

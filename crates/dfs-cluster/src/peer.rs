@@ -83,10 +83,11 @@ pub enum RaftRpc {
     /// storage (see [`ClusterMap`](crate::ClusterMap), "Disk loss").
     Standing(u64),
     /// A node that lost its consensus storage asks the leader to take it back: first
-    /// (`promote: false`) as a learner only, its votes and acknowledgements no longer
-    /// counted, and out of every file's replica set ([`MapCommand::NodeLost`]); then
-    /// (`promote: true`), once it serves its peers again, as a voter as soon as it has the
-    /// log. The receiver answers [`ProposeError::NotLeader`] if it does not lead.
+    /// (`promote: false`) out of the group's membership, so that its votes and
+    /// acknowledgements no longer count and the leader forgets what log it had, and out of
+    /// every file's replica set ([`MapCommand::NodeLost`]); then (`promote: true`), once it
+    /// serves its peers again, as a learner, and as a voter as soon as it has the log. The
+    /// receiver answers [`ProposeError::NotLeader`] if it does not lead.
     Readmit {
         /// The node.
         node: u64,
@@ -463,19 +464,29 @@ impl RaftService for Raft {
     async fn readmit(&self, node: u64, addr: String, promote: bool) -> Result<(), ProposeError> {
         let step = async {
             if promote {
-                // Already a learner: this waits until it has the log, then makes it a voter.
+                // A learner again, followed from scratch: this waits until it has the log,
+                // then makes it a voter.
                 self.add_learner(node, openraft::BasicNode { addr }, true)
                     .await?;
                 let voters = std::collections::BTreeSet::from([node]);
                 self.change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
                     .await?;
             } else {
+                // Out of the membership altogether: the leader then forgets how much of
+                // the log it had (a learner kept on would still count its lost entries
+                // as matched), and follows it anew once it is added back.
                 let metrics = self.metrics().borrow().clone();
                 let config = metrics.membership_config.membership();
-                if config.voter_ids().any(|v| v == node) {
-                    let voters = std::collections::BTreeSet::from([node]);
-                    self.change_membership(openraft::ChangeMembers::RemoveVoters(voters), true)
-                        .await?;
+                let ids = std::collections::BTreeSet::from([node]);
+                let change = if config.voter_ids().any(|v| v == node) {
+                    Some(openraft::ChangeMembers::RemoveVoters(ids))
+                } else if config.get_node(&node).is_some() {
+                    Some(openraft::ChangeMembers::RemoveNodes(ids))
+                } else {
+                    None
+                };
+                if let Some(change) = change {
+                    self.change_membership(change, false).await?;
                 }
                 // Its copies are gone with its disk: out of every replica set.
                 self.client_write(MapCommand::NodeLost { id: node }).await?;

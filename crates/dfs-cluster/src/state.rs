@@ -236,6 +236,17 @@ pub enum MapCommand {
         /// The results of the file's recent writes, by request.
         writes: Vec<(RequestTag, WriteResult)>,
     },
+    /// A delete's answer that the name does not exist: `NotFound` if the name refers to
+    /// no file, or to `invisible`, a file a write created that the proposer found
+    /// unwritten and that is still [`unwritten`](ClusterState::unwritten); else `Conflict`.
+    /// Changes nothing; tagged, it makes the answer the request's (see
+    /// [`Tagged`](Self::Tagged)).
+    ConfirmMissing {
+        /// The file's name.
+        name: String,
+        /// The unwritten file the name may refer to.
+        invisible: Option<FileId>,
+    },
 }
 
 /// The outcome of applying a [`MapCommand`].
@@ -293,6 +304,12 @@ impl ClusterState {
                         matches!(**command, MapCommand::ConfirmExists { .. })
                             || !self.unwritten.contains(&p.file_id)
                     }
+                    // A delete's answer (the older delete commands' is not remembered).
+                    MapResponse::NotFound => matches!(
+                        **command,
+                        MapCommand::DeleteFileWithWritesAt { .. }
+                            | MapCommand::ConfirmMissing { .. }
+                    ),
                     _ => false,
                 };
                 if answered {
@@ -415,8 +432,17 @@ impl ClusterState {
                         writes: writes.clone(),
                     })
                 }
-                Some(p) => MapResponse::Conflict(Some(p.clone())),
+                // Another primary since: not an answer, the delete is tried again there.
+                Some(p) if p.file_id == *file_id => MapResponse::Conflict(Some(p.clone())),
+                // The file the deleter saw is gone (the name may be another's now).
+                _ => MapResponse::NotFound,
+            },
+            MapCommand::ConfirmMissing { name, invisible } => match self.files.get(name) {
                 None => MapResponse::NotFound,
+                Some(p) if Some(p.file_id) == *invisible && self.unwritten.contains(&p.file_id) => {
+                    MapResponse::NotFound
+                }
+                Some(p) => MapResponse::Conflict(Some(p.clone())),
             },
             MapCommand::ConfirmExists { name, file_id } => match self.files.get(name) {
                 Some(p) if p.file_id == *file_id => MapResponse::AlreadyExists(p.clone()),
@@ -870,6 +896,47 @@ mod test {
     }
 
     #[test]
+    fn a_delete_answered_not_found_is_not_applied_by_a_late_attempt() {
+        let mut s = three();
+        let missing = MapCommand::ConfirmMissing {
+            name: "a".into(),
+            invisible: None,
+        };
+        assert_eq!(s.apply(&tagged(1, missing.clone())), MapResponse::NotFound);
+        // The name is created since; the first attempt of that delete, which saw the new
+        // file, commits late: it gets the same answer and deletes nothing.
+        s.apply(&create("a", 10, &[1, 2]));
+        let late = MapCommand::DeleteFileWithWritesAt {
+            name: "a".into(),
+            file_id: 10,
+            epoch: 1,
+            writes: Vec::new(),
+        };
+        assert_eq!(s.apply(&tagged(1, late)), MapResponse::NotFound);
+        assert!(s.files.get("a").is_some());
+        // Present, the name is not confirmed missing (unless by an unwritten file).
+        assert!(matches!(
+            s.apply(&tagged(2, missing)),
+            MapResponse::Conflict(_)
+        ));
+        s.apply(&for_write("b", 11));
+        let invisible = MapCommand::ConfirmMissing {
+            name: "b".into(),
+            invisible: Some(11),
+        };
+        assert_eq!(s.apply(&tagged(3, invisible)), MapResponse::NotFound);
+        // A delete of a file gone from the name answers NotFound, remembered too.
+        let gone = MapCommand::DeleteFileWithWritesAt {
+            name: "a".into(),
+            file_id: 9,
+            epoch: 1,
+            writes: Vec::new(),
+        };
+        assert_eq!(s.apply(&tagged(4, gone)), MapResponse::NotFound);
+        assert_eq!(s.sessions.get(tag(4)), Some(&MapResponse::NotFound));
+    }
+
+    #[test]
     fn results_that_changed_nothing_are_not_remembered() {
         let mut s = three();
         assert_eq!(s.apply(&tagged(1, delete("a", 10))), MapResponse::NotFound);
@@ -925,6 +992,16 @@ mod test {
             writes: vec![(tag(10), write)],
         };
         assert!(matches!(s.apply(&at(1)), MapResponse::Conflict(Some(p)) if p.epoch == 2));
+        assert!(
+            matches!(
+                s.apply(&MapCommand::Tagged {
+                    tag: tag(10),
+                    command: Box::new(at(1))
+                }),
+                MapResponse::Conflict(_)
+            ),
+            "not an answer, not remembered"
+        );
         assert!(s.sessions.get(tag(10)).is_none());
         assert!(matches!(s.apply(&at(2)), MapResponse::Deleted(_)));
         assert_eq!(s.sessions.get(tag(10)), Some(&MapResponse::Written(write)));

@@ -713,26 +713,27 @@ impl Engine {
     /// Deletes a file, on its primary (elsewhere: [`EngineError::Redirect`]). The map's
     /// commit is the linearization point; the replicas drop their copies when they see it.
     ///
-    /// A tagged delete is applied at most once: a retry whose first attempt deleted the
-    /// file is answered `Ok` (not `NotFound`), and never deletes a file created since.
+    /// A tagged delete is applied at most once, and answers only what a committed command
+    /// of its tag answered: a retry whose first attempt deleted the file is answered `Ok`
+    /// (not `NotFound`), and an attempt that runs late, after a retry was answered, deletes
+    /// nothing (a file created since included).
     pub async fn delete(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
         let name = Name::parse(name)?.into_string();
         let Some(placement) = self.find(&name).await? else {
-            // `find` found nothing even on the leader: this map has every commit made
-            // before the call, the first attempt's included.
-            return self.deleted_before(&name, tag);
+            // `find` found nothing even on the leader.
+            return self.missing(&name, None, tag).await;
         };
         self.redirect_unless_primary(&placement)?;
         self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
         let placement = match self.primary_placement(&name).await {
-            Err(EngineError::NotFound(_)) => return self.deleted_before(&name, tag),
+            Err(EngineError::NotFound(_)) => return self.missing(&name, None, tag).await,
             other => other?,
         };
         let id = placement.file_id;
         if self.is_unwritten(id) && self.local_version(id).await? == 0 {
             // Created by a write that has not written it: not there for users.
-            return self.deleted_before(&name, tag);
+            return self.missing(&name, Some(id), tag).await;
         }
         // The file's recent writes go into the map's sessions with the delete: a write
         // applied here whose answer was lost is answered, not applied again to a new
@@ -811,24 +812,38 @@ impl Engine {
         .await
     }
 
-    /// The answer to a delete of a name the map does not have (with every commit made
-    /// before the delete applied here): `Ok` if this very request (a retry) deleted it.
-    fn deleted_before(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
-        let tag = tag.map(request_tag);
-        let deleted = tag.is_some_and(|t| {
-            self.map
-                .read(|s| matches!(s.sessions.get(t), Some(MapResponse::Deleted(_))))
-        });
+    /// The answer to a delete that found no file under `name` (or only `invisible`, one
+    /// a write created and has not written): `NotFound`; tagged, through the map
+    /// ([`MapCommand::ConfirmMissing`]), which answers `Ok` instead if this very request (a
+    /// retry) deleted the file before, and makes `NotFound` this request's answer for good.
+    async fn missing(
+        &self,
+        name: &str,
+        invisible: Option<FileId>,
+        tag: Option<OpTag>,
+    ) -> Result<(), EngineError> {
+        let answer = match tag {
+            None => MapResponse::NotFound,
+            Some(_) => {
+                let command = MapCommand::ConfirmMissing {
+                    name: name.to_owned(),
+                    invisible,
+                };
+                self.propose(tagged(tag, command)).await?
+            }
+        };
         tracing::debug!(
             node = self.config.node_id,
             name,
-            deleted,
+            ?answer,
             "delete of a missing name"
         );
-        if deleted {
-            Ok(())
-        } else {
-            Err(EngineError::NotFound(name.to_owned()))
+        match answer {
+            MapResponse::Deleted(_) => Ok(()),
+            MapResponse::NotFound => Err(EngineError::NotFound(name.to_owned())),
+            _ => Err(EngineError::Unavailable(format!(
+                "{name:?} was created while it was deleted; try again"
+            ))),
         }
     }
 

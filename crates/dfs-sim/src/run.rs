@@ -42,6 +42,13 @@ pub struct SimConfig {
     /// does: the nodes' timeouts must notice and reconnect. Off, the fault schedule of a
     /// seed is what it was before this fault existed.
     pub message_loss: bool,
+    /// Add disk loss to the faults: a crashed node's data directory is emptied before it
+    /// restarts, so it must be taken back by the others and get its copies back. Only if
+    /// the map (asked by a monitoring client after the crash) lists another replica of
+    /// every file: a disk with a file's only copy is not lost, as R = 2 promises to
+    /// survive one fault, not a write acknowledged by one replica and then that one's
+    /// disk.
+    pub disk_loss: bool,
 }
 
 impl Default for SimConfig {
@@ -55,6 +62,7 @@ impl Default for SimConfig {
             faults: true,
             deletes: true,
             message_loss: false,
+            disk_loss: false,
         }
     }
 }
@@ -153,6 +161,8 @@ enum Fault {
     /// Every link fails with this probability per millisecond (and is repaired with
     /// [`LINK_REPAIR_RATE`]).
     Lossy(#[expect(dead_code, reason = "shown in the fault log")] f64),
+    /// The node crashed and its data directory was emptied; it restarts on heal.
+    DiskLost(String),
 }
 
 /// The chance per millisecond that a link failed by message loss is repaired.
@@ -161,7 +171,7 @@ const LINK_REPAIR_RATE: f64 = 0.1;
 impl Fault {
     fn heal(&self, sim: &mut turmoil::Sim<'_>) {
         match self {
-            Fault::Crash(h) => sim.bounce(h.as_str()),
+            Fault::Crash(h) | Fault::DiskLost(h) => sim.bounce(h.as_str()),
             Fault::Partition(h, others) => {
                 for o in others {
                     sim.repair(h.as_str(), o.as_str());
@@ -229,7 +239,18 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         sim.host(host(id), move || {
             let node = node.clone();
             async move {
-                let running = Node::start(node).await?;
+                // As under a supervisor (systemd's Restart=on-failure): a start that fails
+                // (the cluster could not take the node in time) is tried again. A node that
+                // never starts fails the run at the end, unable to serve the checks.
+                let running = loop {
+                    match Node::start(node.clone()).await {
+                        Ok(running) => break running,
+                        Err(e) => {
+                            tracing::warn!(node = node.id, error = %e, "start failed; again");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                };
                 std::future::pending::<()>().await;
                 drop(running);
                 Ok(())
@@ -288,14 +309,73 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         });
     }
 
+    // A crash in a run with disk loss becomes a disk loss only if, asked after the crash
+    // (when the crashed node can acknowledge nothing more), the map lists a replica other
+    // than that node for every file: else its disk held a file's only copy, which R = 2
+    // does not promise to keep (a write acknowledged by one replica, the other having
+    // failed, then the loss of that one's disk: two faults).
+    let wipe_asked: Rc<Cell<Option<(u64, u64)>>> = Rc::new(Cell::new(None));
+    let wipe_answer: Rc<Cell<Option<(u64, bool)>>> = Rc::new(Cell::new(None));
+    if config.disk_loss {
+        let (asked, answer) = (wipe_asked.clone(), wipe_answer.clone());
+        let healed = healed.clone();
+        let servers = servers.clone();
+        sim.client("monitor", async move {
+            let client = connect(servers, SETTLE_DEADLINE).await?;
+            while !healed.get() {
+                if let Some((victim, request)) = asked.get()
+                    && answer.get().is_none_or(|(r, _)| r != request)
+                {
+                    let safe = match client.table().await {
+                        Ok(table) => table
+                            .iter()
+                            .all(|e| e.replicas.iter().any(|n| *n != victim)),
+                        Err(_) => false,
+                    };
+                    answer.set(Some((request, safe)));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        });
+    }
+    let mut wipe_requests = 0u64;
+    let mut pending_wipe: Option<(String, u64)> = None;
+
     // The fault schedule, driven between simulation steps.
     let mut active: Option<(Fault, Duration)> = None;
     let mut next_fault = rng.millis(300, 1500);
     loop {
         let now = sim.elapsed();
         let workers_finished = workers_done.get() == config.clients;
+        if let Some((victim, request)) = &pending_wipe
+            && let Some((answered, safe)) = wipe_answer.get()
+            && answered == *request
+        {
+            if safe {
+                let dir = root.path().join(victim);
+                let emptied =
+                    std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir_all(&dir));
+                if let Err(e) = emptied {
+                    return Err(fail(format!("emptying {}: {e}", dir.display()), &faults));
+                }
+                faults.borrow_mut().push(format!(
+                    "{now:?}: DiskLost({victim:?}): its directory emptied"
+                ));
+                if let Some((fault, _)) = &mut active {
+                    *fault = Fault::DiskLost(victim.clone());
+                }
+            } else {
+                faults.borrow_mut().push(format!(
+                    "{now:?}: {victim:?} keeps its disk: it held a file's only listed copy"
+                ));
+            }
+            pending_wipe = None;
+        }
+        // A crash whose disk loss is still being decided is healed once it is decided.
         if let Some((fault, until)) = &active
             && (now >= *until || workers_finished)
+            && pending_wipe.is_none()
         {
             fault.heal(&mut sim);
             faults
@@ -315,10 +395,16 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
                 .filter(|h| *h != victim)
                 .collect();
             let other = others[rng.below(others.len() as u64) as usize].clone();
-            let kinds = if config.message_loss { 5 } else { 4 };
-            let fault = match rng.below(kinds) {
+            let kind = rng.below(4 + u64::from(config.message_loss));
+            let fault = match kind {
                 0 => {
                     sim.crash(victim.as_str());
+                    if config.disk_loss {
+                        wipe_requests += 1;
+                        let id = victim.trim_start_matches('n').parse().unwrap_or(0);
+                        wipe_asked.set(Some((id, wipe_requests)));
+                        pending_wipe = Some((victim.clone(), wipe_requests));
+                    }
                     Fault::Crash(victim)
                 }
                 1 => {

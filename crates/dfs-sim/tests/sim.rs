@@ -107,12 +107,13 @@ fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
     println!("{count} seeds with creates and deletes: {ops} operations, {faults} fault events");
 }
 
-/// The default workload with message loss among the faults. `DFS_SIM_SEED=N` runs seed N
-/// only; `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
+/// The default workload with message loss and disk loss among the faults.
+/// `DFS_SIM_SEED=N` runs seed N only; `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
 #[test]
-fn seeded_runs_with_message_loss_stay_linearizable() {
+fn seeded_runs_with_message_and_disk_loss_stay_linearizable() {
     let config = SimConfig {
         message_loss: true,
+        disk_loss: true,
         ..SimConfig::default()
     };
     let seeds = match env_u64("DFS_SIM_SEED") {
@@ -122,7 +123,7 @@ fn seeded_runs_with_message_loss_stay_linearizable() {
             first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
         }
     };
-    let (mut ops, mut unknown, mut faults) = (0, 0, 0);
+    let (mut ops, mut unknown, mut faults, mut disks_lost) = (0, 0, 0, 0);
     let count = seeds.end - seeds.start;
     for seed in seeds {
         let report = run_with(seed, &config);
@@ -134,10 +135,15 @@ fn seeded_runs_with_message_loss_stay_linearizable() {
         ops += report.ops;
         unknown += report.unknown;
         faults += report.faults.len();
+        disks_lost += report
+            .faults
+            .iter()
+            .filter(|f| f.contains(": DiskLost("))
+            .count();
     }
     println!(
-        "{count} seeds with message loss: {ops} operations ({unknown} unknown), {faults} fault \
-         events"
+        "{count} seeds with message and disk loss: {ops} operations ({unknown} unknown), \
+         {faults} fault events, {disks_lost} disks lost"
     );
 }
 
