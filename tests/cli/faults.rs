@@ -777,6 +777,64 @@ fn a_corrupted_copy_is_found_by_scrub_and_repaired() {
     }
 }
 
+/// A primary's copy damaged on disk is never served (BRIEF 3, "a replica whose bytes do
+/// not match never serves them"), without waiting for a scrub: a read of a whole file
+/// checks its bytes against the checksum before the last chunk goes out, and a read of
+/// part of a small file checks the whole file first. The damaged copy leaves its replica
+/// set at once, the library's retry is served by the other replica, and repair installs
+/// a good copy.
+#[test]
+fn a_damaged_primary_copy_is_never_served() {
+    let mut c = Cluster::start(2);
+    let rt = runtime();
+    let whole = pattern(5, 300_000);
+    let small = pattern(6, 20_000);
+    let files = [("rot/whole", &whole), ("rot/part", &small)];
+    for (name, data) in files {
+        c.put(&IDS, name, data);
+        let stat = c.json(&[1], &["stat", name]);
+        let replicas = c.checked_replicas(name, &stat["replicas"]);
+        let id = stat["file_id"].as_u64().expect("a file id");
+        rot(&c.node(replicas[0]).data_dir, id, 4_321);
+    }
+    let client = rt
+        .block_on(Client::with_config(client_config(&c, &IDS)))
+        .expect("a client");
+    let read = rt
+        .block_on(client.read("rot/whole", 0, None))
+        .expect("read");
+    assert!(read[..] == whole[..], "the damaged bytes were served");
+    let part = rt
+        .block_on(client.read("rot/part", 1000, Some(5000)))
+        .expect("read a part");
+    assert_eq!(
+        &part[..],
+        &small[1000..6000],
+        "the damaged bytes were served"
+    );
+
+    // Both files get their second copy back, and read the same through every node.
+    for (name, data) in files {
+        c.wait_for(
+            &format!("{name} has 2 replicas again"),
+            FAILOVER_DEADLINE,
+            || {
+                let stat = c.try_json(&[1], &["stat", name])?;
+                let n = stat["replicas"].as_array().map_or(0, Vec::len);
+                if n == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} replicas"))
+                }
+            },
+        );
+        for id in IDS {
+            let read = c.try_read(&[id], name);
+            assert!(read == Ok(Some(data.clone())), "{name} through node {id}");
+        }
+    }
+}
+
 /// A full disk under a node's raft log: its consensus engine stops (it cannot persist what
 /// it votes for or appends), and `dfs-server` then exits with an error rather than keep
 /// accepting clients it can no longer serve; the two others go on serving.

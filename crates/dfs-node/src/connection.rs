@@ -11,7 +11,7 @@ use dfs_proto::{
     CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
     ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
 };
-use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, WriteMode};
+use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, ReadHandle, WriteMode};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -436,8 +436,23 @@ async fn stream_read(
         return;
     }
     let mut done = 0u64;
+    // A whole file's bytes are checked against its checksum before the last chunk goes
+    // out: a damaged copy ends the stream with an error, never with `last`.
+    let mut crc = 0u32;
     loop {
-        let data = match handle.chunk(done, CHUNK_BYTES_MAX).await {
+        let mut data = handle.chunk(done, CHUNK_BYTES_MAX).await;
+        if let Ok(d) = &data {
+            done += d.len() as u64;
+            if handle.covers_file() {
+                crc = ReadHandle::extend_checksum(crc, d);
+                if done >= handle.len
+                    && let Err(e) = engine.check_read(&handle, crc).await
+                {
+                    data = Err(e);
+                }
+            }
+        }
+        let data = match data {
             Ok(d) => d,
             Err(e) => {
                 log_error(id, &e);
@@ -450,7 +465,6 @@ async fn stream_read(
                 return;
             }
         };
-        done += data.len() as u64;
         let last = done >= handle.len;
         // The bounded queue makes a slow reader slow us, not fill our memory.
         if out

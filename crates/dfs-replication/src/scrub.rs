@@ -129,7 +129,7 @@ impl Engine {
     /// Takes this node's damaged copy of `name` out of service, under the file's lock;
     /// `None` if, checked again under the lock, there is nothing to do (the copy was
     /// replaced meanwhile, or the file moved on).
-    async fn take_out_of_service(&self, name: &str, id: FileId) -> Option<BadCopy> {
+    pub(crate) async fn take_out_of_service(&self, name: &str, id: FileId) -> Option<BadCopy> {
         let me = self.config.node_id;
         let _lock = self.locks.write(name.to_owned()).await;
         let placement = self.map.lookup(name)?;
