@@ -133,9 +133,9 @@ impl Engine {
         }
     }
 
-    /// On the leader: declares down the nodes that stopped asking for leases: at once if
-    /// their port refuses connections (no process there holds a lease), otherwise after
-    /// the failure timeout (their lease has surely run out by then).
+    /// On the leader: declares down the nodes that stopped asking for leases, once their
+    /// lease has surely run out: after `probe_after` if their port refuses connections (a
+    /// process that died), otherwise after the failure timeout.
     async fn watch_nodes(&self) {
         let me = self.config.node_id;
         let status = self.map.status();

@@ -69,18 +69,21 @@ pub struct EngineConfig {
 
 /// The clocks of leases, failure detection and repair.
 ///
-/// Safety needs `failure_timeout > lease × (1 + clock drift) + margin`: the leader declares
-/// a silent node down only once its lease (counted on its own clock from before it asked)
-/// has surely run out.
+/// Safety needs `probe_after` and `failure_timeout > lease × (1 + clock drift) + margin`:
+/// the leader declares a silent node down only once its lease (counted on its own clock
+/// from before it asked) has surely run out. [`Engine::start`] refuses timings where either
+/// is not above the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// How long a granted lease lets a node act as primary, from when it asked.
     pub lease: Duration,
     /// How often a node renews its lease (and so tells the leader it lives).
     pub lease_renew: Duration,
-    /// Silence after which the leader probes a node's port: a refused connection means
-    /// no process listens there (and none holds a lease), so the node is declared down at
-    /// once.
+    /// Silence after which the leader probes a node's port, and declares the node down at
+    /// once if the connection is refused. Not shorter than a lease: a refusal does not
+    /// prove that no process holds one (a firewall rule that rejects, or a simulated
+    /// partition, refuses for a node that is alive and serving), so the probe only spares
+    /// the wait from the lease's end to the failure timeout.
     pub probe_after: Duration,
     /// Silence after which the leader declares a node down even if its port answers.
     pub failure_timeout: Duration,
@@ -107,7 +110,7 @@ impl Default for Timing {
         Self {
             lease: Duration::from_millis(1000),
             lease_renew: Duration::from_millis(200),
-            probe_after: Duration::from_millis(300),
+            probe_after: Duration::from_millis(1200),
             failure_timeout: Duration::from_millis(3000),
             peer_timeout: Duration::from_secs(5),
             repair_interval: Duration::from_millis(500),
@@ -269,6 +272,14 @@ impl Engine {
         store: Arc<Store>,
         map: ClusterMap,
     ) -> Result<Arc<Self>, EngineError> {
+        let timing = config.timing;
+        if timing.probe_after <= timing.lease || timing.failure_timeout <= timing.lease {
+            return Err(EngineError::InvalidRequest(format!(
+                "the port probe ({:?}) and the failure timeout ({:?}) must be longer than the \
+                 lease ({:?}): a node is declared down only once its lease has run out",
+                timing.probe_after, timing.failure_timeout, timing.lease
+            )));
+        }
         if config.replication_factor == 0 || config.replication_factor > config.members.len() {
             return Err(EngineError::InvalidRequest(format!(
                 "replication factor {} must be between 1 and the {} members",

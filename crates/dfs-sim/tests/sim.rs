@@ -17,7 +17,7 @@ const CI_SEEDS: u64 = 8;
 /// changed since each failed (ids drawn from the seed, nodes asking each other at start
 /// whether they lost their disk), so these rerun each one's workload and fault schedule,
 /// not the interleaving that failed.
-const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93, 1367, 1388, 1408];
+const REGRESSIONS: &[u64] = &[1, 5, 8, 15, 31, 58, 93, 1367, 1388, 1408, 1639];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
