@@ -213,10 +213,10 @@ pub enum MapCommand {
     },
     /// A node lost its disk (its copies and its consensus storage; it is being taken
     /// back, see `ClusterMap`, "Disk loss"): it is marked down and removed from every
-    /// replica set it shares, as by [`NodeDown`](Self::NodeDown), whatever its incarnation;
-    /// a file whose only replica it is keeps it but moves to its next epoch, so that the
-    /// node, once back, does not take the file for one created and never written (an
-    /// empty copy at the first epoch): the file stays unavailable, its content lost.
+    /// replica set, as by [`NodeDown`](Self::NodeDown) but whatever its incarnation, and
+    /// also from the files whose only replica it is: those are left with no replica (at
+    /// their next epoch), their content lost. Such a file answers `Unavailable` until it
+    /// is deleted; it is never taken for one created and never written (served empty).
     NodeLost {
         /// The node.
         id: NodeId,
@@ -513,19 +513,15 @@ impl ClusterState {
     }
 
     /// Removes node `id` from every replica set it shares, bumping each such file's
-    /// epoch (the next replica becomes primary); with `sole`, also bumps the epoch of the
-    /// files whose only replica it is.
+    /// epoch (the next replica becomes primary); with `sole`, also from the files whose
+    /// only replica it is, which are left with none.
     fn leave_replica_sets(&mut self, id: NodeId, sole: bool) {
         let changed: Vec<(String, Placement)> = self
             .files
             .iter()
             .filter(|(_, p)| p.holds(id) && (sole || p.replicas.len() > 1))
             .map(|(name, p)| {
-                let mut replicas: Vec<NodeId> =
-                    p.replicas.iter().copied().filter(|r| *r != id).collect();
-                if replicas.is_empty() {
-                    replicas.push(id);
-                }
+                let replicas = p.replicas.iter().copied().filter(|r| *r != id).collect();
                 let placement = Placement {
                     file_id: p.file_id,
                     replicas,
@@ -665,7 +661,7 @@ mod test {
         assert_eq!(s.apply(&MapCommand::NodeLost { id: 3 }), MapResponse::Done);
         let at = |name: &str| s.files.get(name).map(|p| (p.replicas.clone(), p.epoch));
         assert_eq!(at("shared"), Some((vec![1], 2)));
-        assert_eq!(at("alone"), Some((vec![3], 2)), "kept, at its next epoch");
+        assert_eq!(at("alone"), Some((vec![], 2)), "lost: no replica holds it");
         assert_eq!(at("other"), Some((vec![1, 2], 1)), "untouched");
         assert_eq!(s.up_nodes(), [1, 2]);
         assert_eq!(

@@ -378,10 +378,10 @@ async fn a_member_that_lost_its_storage_is_taken_back_as_a_learner_then_a_voter(
     back.map.join().await.expect("taken back");
     assert!(!back.map.freshly_initialized(), "not a new group");
 
-    // Out of the file it shared; its only file moved on (its content is gone).
+    // Out of the file it shared, and of its only file (whose content is gone).
     let placement = |name: &str| back.map.lookup(name).map(|p| (p.replicas, p.epoch));
     assert_eq!(placement("shared"), Some((vec![1], 2)));
-    assert_eq!(placement("alone"), Some((vec![3], 2)));
+    assert_eq!(placement("alone"), Some((vec![], 2)), "lost with the disk");
     let status = nodes[0].map.status();
     assert_eq!(
         status.voters,

@@ -403,6 +403,7 @@ impl Engine {
                 Ok(()) | Err(crate::EngineError::Store(StoreError::NotFound(_))) => {
                     self.synced.lock().remove(&id);
                     tracing::info!(
+                        node = self.config.node_id,
                         name = meta.name,
                         file_id = id,
                         "removed a copy the map no longer gives this node"

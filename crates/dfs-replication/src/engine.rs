@@ -669,7 +669,10 @@ impl Engine {
             .replicated_write(name, placement, mode, body, key)
             .await?;
         tracing::debug!(
+            node = self.config.node_id,
             name,
+            file_id = placement.file_id,
+            epoch = placement.epoch,
             ?mode,
             version = outcome.version,
             size = outcome.size,
@@ -810,6 +813,9 @@ impl Engine {
             // `find` found nothing even on the leader.
             return self.missing(&name, None, tag).await;
         };
+        if placement.replicas.is_empty() {
+            return self.delete_lost(&name, &placement, tag).await;
+        }
         self.redirect_unless_primary(&placement)?;
         self.drop_transfers_of(placement.file_id);
         let _lock = self.locks.write(name.clone()).await;
@@ -886,6 +892,29 @@ impl Engine {
             other => other,
         })
         .await
+    }
+
+    /// Deletes a file no replica holds (its only one lost its disk), from any node: there
+    /// is no copy, nor any write of it, to take care of.
+    async fn delete_lost(
+        &self,
+        name: &str,
+        placement: &Placement,
+        tag: Option<OpTag>,
+    ) -> Result<(), EngineError> {
+        let command = MapCommand::DeleteFileWithWritesAt {
+            name: name.to_owned(),
+            file_id: placement.file_id,
+            epoch: placement.epoch,
+            writes: Vec::new(),
+        };
+        match self.propose(tagged(tag, command)).await? {
+            MapResponse::Deleted(_) => Ok(()),
+            MapResponse::NotFound => Err(EngineError::NotFound(name.to_owned())),
+            other => Err(EngineError::Unavailable(format!(
+                "{name:?} changed while it was deleted ({other:?}); try again"
+            ))),
+        }
     }
 
     /// The version of this node's copy of file `id` (0 if it has none).

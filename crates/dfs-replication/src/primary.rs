@@ -40,7 +40,10 @@ impl Engine {
                     .ok_or_else(|| EngineError::Unavailable(format!("no address for node {p}")))?;
                 Err(EngineError::Redirect { node: p, addr })
             }
-            None => Err(EngineError::Unavailable("the file has no replica".into())),
+            None => Err(EngineError::Unavailable(
+                "no replica holds the file: its only copy was on a disk that was lost (delete it)"
+                    .into(),
+            )),
         }
     }
 
@@ -203,7 +206,13 @@ impl Engine {
             .collect();
         let outcomes = self.install_where_behind(name, placement, outcomes).await;
         self.settle(name, placement, &outcomes).await?;
-        tracing::debug!(name, epoch = placement.epoch, "replicas in sync");
+        tracing::debug!(
+            node = self.config.node_id,
+            name,
+            epoch = placement.epoch,
+            replicas = ?placement.replicas,
+            "replicas in sync"
+        );
         Ok(id)
     }
 
@@ -560,10 +569,10 @@ impl Engine {
     ) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
         let mut by_node: std::collections::BTreeMap<NodeId, Vec<usize>> = Default::default();
         for (i, (_, _, p)) in rows.iter().enumerate() {
-            let primary = p.primary().ok_or_else(|| {
-                EngineError::Unavailable(format!("{:?} has no replica", rows[i].0))
-            })?;
-            by_node.entry(primary).or_default().push(i);
+            // A file with no replica (its only one lost its disk) has no meta to give.
+            if let Some(primary) = p.primary() {
+                by_node.entry(primary).or_default().push(i);
+            }
         }
         let asks = by_node.into_iter().map(|(node, idx)| async move {
             let ids = idx.iter().map(|&i| rows[i].1).collect();
