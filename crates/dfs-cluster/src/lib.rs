@@ -39,7 +39,7 @@ pub use config::{
 };
 pub use error::ClusterError;
 pub use map::{
-    ClusterMap, MapOptions, MapRole, MapStatus, PROPOSE_TIMEOUT, STARTUP_TIMEOUT,
+    ClusterMap, MapOptions, MapRole, MapStatus, PROPOSE_TIMEOUT, STANDING_WAIT, STARTUP_TIMEOUT,
     STORAGE_RELEASE_TIMEOUT,
 };
 pub use network::{

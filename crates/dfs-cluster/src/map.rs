@@ -120,8 +120,9 @@ pub struct MapStatus {
 ///
 /// # Disk loss
 ///
-/// A member whose storage is empty first asks its peers ([`RaftRpc::Standing`]
-/// (crate::RaftRpc::Standing)) whether their maps record it as registered. If one does,
+/// A member whose storage is empty first asks its peers
+/// ([`RaftRpc::Standing`](crate::RaftRpc::Standing)) whether their maps record it as
+/// registered. If one does,
 /// the member ran before and lost its storage with its disk: what it voted for and which
 /// entries it acknowledged are forgotten, so as a voter it could elect a second leader in
 /// a term or help lose a committed entry. Until the group has taken it back it takes no
