@@ -106,10 +106,10 @@ pub struct MapStatus {
 ///
 /// [`open`](Self::open) opens the storage and starts the raft; [`join`](Self::join)
 /// initializes the group if this storage never was part of one (see "Disk loss"), waits
-/// for a leader and
-/// registers the node. Between the two the caller starts serving peer connections with
-/// [`raft`](Self::raft): in a group of several members no leader can be elected, and this
-/// node cannot receive the log, until it does. [`start`](Self::start) does both in one
+/// for a leader and registers the node. Between the two the caller starts serving peer
+/// connections with [`PeerService::for_map`](crate::PeerService::for_map): in a group of
+/// several members no leader can be elected, and this node cannot receive the log, until
+/// it does. [`start`](Self::start) does both in one
 /// call, for a one-member group (which needs no peer).
 ///
 /// Every member may be started at once with the same member list: each one whose storage
@@ -122,17 +122,17 @@ pub struct MapStatus {
 ///
 /// A member whose storage is empty first asks its peers
 /// ([`RaftRpc::Standing`](crate::RaftRpc::Standing)) whether their maps record it as
-/// registered. If one does,
-/// the member ran before and lost its storage with its disk: what it voted for and which
-/// entries it acknowledged are forgotten, so as a voter it could elect a second leader in
-/// a term or help lose a committed entry. Until the group has taken it back it takes no
-/// part in consensus (its [`Admission`] is closed); then the leader removes it from the
-/// group's membership and from every replica set ([`MapCommand::NodeLost`]), adds it back
-/// as a learner that receives the log from the start, and makes it a voter again once it
-/// has caught up ([`RaftRpc::Readmit`](crate::RaftRpc::Readmit)). Its
-/// files come back through repair once it registers. A member that lost its disk while no
-/// peer answers within [`STANDING_WAIT`] cannot tell and starts as if the cluster were
-/// new: restart it only while another member runs.
+/// registered. If one does, the member ran before and lost its storage with its disk: what
+/// it voted for and which entries it acknowledged are forgotten, so as a voter it could
+/// elect a second leader in a term or help lose a committed entry. Until the group has
+/// taken it back it takes no part in consensus (its [`Admission`] is closed); then the
+/// leader removes it from the group's membership and from every replica set
+/// ([`MapCommand::NodeLost`]), adds it back as a learner that receives the log from the
+/// start, and makes it a voter again once it has caught up
+/// ([`RaftRpc::Readmit`](crate::RaftRpc::Readmit)). Its files come back through repair
+/// once it registers. A member that lost its disk while no peer answers within
+/// [`STANDING_WAIT`] cannot tell and starts as if the cluster were new: restart it only
+/// while another member runs.
 ///
 /// # Writes and reads
 ///
@@ -326,7 +326,11 @@ impl ClusterMap {
             for (id, addr) in self.members.iter().filter(|(id, _)| **id != self.node_id) {
                 let (mut target, mut target_addr) = (*id, addr.clone());
                 for _ in 0..FORWARD_HOPS_MAX {
-                    let ttl = deadline.saturating_duration_since(Instant::now());
+                    // A bound per attempt, a little above the leader's own, so a stalled
+                    // connection does not take the whole deadline.
+                    let ttl = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(crate::PROPOSE_SERVE_TIMEOUT + ATTEMPT_TIMEOUT);
                     let asked = self
                         .network
                         .readmit(target, &target_addr, me.clone(), promote, ttl)
