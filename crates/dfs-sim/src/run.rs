@@ -384,7 +384,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
             active = None;
             next_fault = now + rng.millis(200, 1500);
         }
-        if workers_finished && !healed.get() {
+        // Healed once no fault is left (a crash whose disk loss is being decided waits).
+        if workers_finished && active.is_none() && !healed.get() {
             faults.borrow_mut().push(format!("{now:?}: all healed"));
             healed.set(true);
         }
