@@ -430,35 +430,15 @@ impl RaftService for Raft {
     }
 
     async fn propose(&self, command: MapCommand) -> Result<MapResponse, ProposeError> {
-        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, self.client_write(command)).await {
-            Ok(Ok(reply)) => Ok(reply.data),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
-                }),
-                None => Err(ProposeError::Failed(e.to_string())),
-            },
-            Err(_) => Err(ProposeError::Failed(format!(
-                "not committed within {PROPOSE_SERVE_TIMEOUT:?}"
-            ))),
-        }
+        as_leader(self.client_write(command), "not committed")
+            .await
+            .map(|reply| reply.data)
     }
 
     async fn read_index(&self) -> Result<u64, ProposeError> {
-        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, self.ensure_linearizable()).await {
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
-                }),
-                None => Err(ProposeError::Failed(e.to_string())),
-            },
-            Err(_) => Err(ProposeError::Failed(format!(
-                "leadership not confirmed within {PROPOSE_SERVE_TIMEOUT:?}"
-            ))),
-        }
+        as_leader(self.ensure_linearizable(), "leadership not confirmed")
+            .await
+            .map(|log_id| log_id.map_or(0, |l| l.index))
     }
 
     async fn readmit(&self, node: u64, addr: String, promote: bool) -> Result<(), ProposeError> {
@@ -493,19 +473,33 @@ impl RaftService for Raft {
             }
             Ok::<_, RaftError<u64, openraft::error::ClientWriteError<u64, openraft::BasicNode>>>(())
         };
-        match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, step).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                    addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
-                }),
-                None => Err(ProposeError::Failed(e.to_string())),
-            },
-            Err(_) => Err(ProposeError::Failed(format!(
-                "node {node} not taken back within {PROPOSE_SERVE_TIMEOUT:?}"
-            ))),
-        }
+        as_leader(step, "not taken back").await
+    }
+}
+
+/// `work`, which only a leader can do, within [`PROPOSE_SERVE_TIMEOUT`]: its result, or
+/// `NotLeader` (with the leader this node knows) if it does not lead, or `Failed` (saying
+/// what was `not_done` in time).
+async fn as_leader<T, E>(
+    work: impl Future<Output = Result<T, RaftError<u64, E>>>,
+    not_done: &str,
+) -> Result<T, ProposeError>
+where
+    E: std::error::Error
+        + openraft::TryAsRef<openraft::error::ForwardToLeader<u64, openraft::BasicNode>>,
+{
+    match tokio::time::timeout(PROPOSE_SERVE_TIMEOUT, work).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => match e.forward_to_leader() {
+            Some(f) => Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+                addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+            }),
+            None => Err(ProposeError::Failed(e.to_string())),
+        },
+        Err(_) => Err(ProposeError::Failed(format!(
+            "{not_done} within {PROPOSE_SERVE_TIMEOUT:?}"
+        ))),
     }
 }
 

@@ -122,16 +122,23 @@ fn dirs(root: &Path, ids: &[u64]) -> Vec<PathBuf> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
-    let root = tempfile::tempdir().expect("tempdir");
+/// Opens nodes 1, 2 and 3 under `root` (none joined yet): the nodes, their directories
+/// and the member list.
+async fn open_three(root: &Path) -> (Vec<TestNode>, Vec<PathBuf>, BTreeMap<u64, String>) {
     let ids = [1, 2, 3];
-    let dirs = dirs(root.path(), &ids);
+    let dirs = dirs(root, &ids);
     let (listeners, members) = listeners(&ids).await;
     let mut nodes = Vec::new();
     for ((id, dir), listener) in ids.iter().zip(&dirs).zip(listeners) {
         nodes.push(TestNode::open(*id, &members, dir, listener).await);
     }
+    (nodes, dirs, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_maps_start_together_forward_fail_over_and_refuse_a_minority() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut nodes, dirs, members) = open_three(root.path()).await;
     // All three join at once; each registers through whoever leads.
     let started = Instant::now();
     let (a, b, c) = tokio::join!(
@@ -348,13 +355,7 @@ async fn a_member_with_empty_storage_joins_a_formed_group_by_its_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_lost_its_storage_is_taken_back_as_a_learner_then_a_voter() {
     let root = tempfile::tempdir().expect("tempdir");
-    let ids = [1, 2, 3];
-    let dirs = dirs(root.path(), &ids);
-    let (listeners, members) = listeners(&ids).await;
-    let mut nodes = Vec::new();
-    for ((id, dir), listener) in ids.iter().zip(&dirs).zip(listeners) {
-        nodes.push(TestNode::open(*id, &members, dir, listener).await);
-    }
+    let (mut nodes, dirs, members) = open_three(root.path()).await;
     let (a, b, c) = tokio::join!(
         nodes[0].map.join(),
         nodes[1].map.join(),
