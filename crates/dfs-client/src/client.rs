@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dfs_net::{SharedTransport, Tcp};
 use dfs_proto::{
-    Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, FileInfo, ListEntry, Name, Op, OpTag,
-    PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport, ServerFrame, TableEntry, WriteAck,
-    validate_prefix,
+    Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, Condition, FileInfo, ListEntry,
+    LockGrant, LockMode, Name, Op, OpTag, PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport,
+    ServerFrame, TableEntry, WriteAck, validate_prefix,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -93,11 +93,21 @@ enum WriteKind {
 }
 
 impl WriteKind {
-    fn op(&self, name: &str, body: Body, tag: OpTag) -> Op {
+    fn op(&self, name: &str, body: Body, tag: OpTag, cond: Condition) -> Op {
         let (name, tag) = (name.to_owned(), Some(tag));
         match self {
-            WriteKind::Append => Op::Append { name, body, tag },
-            WriteKind::Put => Op::Put { name, body, tag },
+            WriteKind::Append => Op::Append {
+                name,
+                body,
+                tag,
+                cond,
+            },
+            WriteKind::Put => Op::Put {
+                name,
+                body,
+                tag,
+                cond,
+            },
         }
     }
 }
@@ -157,13 +167,40 @@ impl Client {
         name: &str,
         data: impl Into<Bytes>,
     ) -> Result<WriteAck, ClientError> {
-        self.write_bytes(WriteKind::Append, name, data.into()).await
+        self.append_if(name, data, Condition::NONE).await
+    }
+
+    /// [`append`](Self::append) only if `cond` holds: refused with
+    /// [`ClientError::Fenced`] if its fencing token was superseded, with
+    /// [`ClientError::VersionMismatch`] if the file is at another version. The file's
+    /// primary checks, not this client.
+    pub async fn append_if(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError> {
+        self.write_bytes(WriteKind::Append, name, data.into(), cond)
+            .await
     }
 
     /// Replaces the whole content with `data` (creating the file if missing); readers see
     /// the old content or the new, never a mix.
     pub async fn put(&self, name: &str, data: impl Into<Bytes>) -> Result<WriteAck, ClientError> {
-        self.write_bytes(WriteKind::Put, name, data.into()).await
+        self.put_if(name, data, Condition::NONE).await
+    }
+
+    /// [`put`](Self::put) only if `cond` holds (see [`append_if`](Self::append_if)):
+    /// `Condition::if_version(v)` is a compare-and-set, `Condition::if_version(0)` a
+    /// create-if-absent.
+    pub async fn put_if(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError> {
+        self.write_bytes(WriteKind::Put, name, data.into(), cond)
+            .await
     }
 
     /// Replaces the content with everything `reader` yields, streamed in chunks, so a file
@@ -173,7 +210,20 @@ impl Client {
     where
         R: AsyncRead + Unpin,
     {
-        self.write_stream(WriteKind::Put, name, reader).await
+        self.put_stream_if(name, reader, Condition::NONE).await
+    }
+
+    /// [`put_stream`](Self::put_stream) only if `cond` holds.
+    pub async fn put_stream_if<R>(
+        &self,
+        name: &str,
+        reader: R,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        self.write_stream(WriteKind::Put, name, reader, cond).await
     }
 
     /// Appends everything `reader` yields as one atomic append, streamed in chunks.
@@ -181,7 +231,21 @@ impl Client {
     where
         R: AsyncRead + Unpin,
     {
-        self.write_stream(WriteKind::Append, name, reader).await
+        self.append_stream_if(name, reader, Condition::NONE).await
+    }
+
+    /// [`append_stream`](Self::append_stream) only if `cond` holds.
+    pub async fn append_stream_if<R>(
+        &self,
+        name: &str,
+        reader: R,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        self.write_stream(WriteKind::Append, name, reader, cond)
+            .await
     }
 
     /// Reads `len` bytes (to the end if `None`) from `offset` into memory.
@@ -285,13 +349,75 @@ impl Client {
 
     /// Deletes a file from every replica and from the table.
     pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        self.delete_if(name, Condition::NONE).await
+    }
+
+    /// [`delete`](Self::delete) only if `cond` holds (see [`append_if`](Self::append_if)).
+    pub async fn delete_if(&self, name: &str, cond: Condition) -> Result<(), ClientError> {
         Name::parse(name)?;
         let op = Op::Delete {
             name: name.to_owned(),
             tag: Some(self.next_tag()),
+            cond,
         };
         match self.call(op).await? {
             Reply::Deleted => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Takes an advisory lock lease on `name` (the file need not exist): shared with other
+    /// shared holders, or exclusive. While others hold it in a conflicting mode, waits up
+    /// to `wait` (zero: not at all), then fails with [`ClientError::LockHeld`].
+    ///
+    /// The lease lasts `ttl` from its grant as the cluster saw it; count it from before
+    /// this call and [`renew`](Self::renew) well before it runs out. Pass the grant's
+    /// `token` with writes ([`Condition::fenced`]): the store refuses them once the lock
+    /// has gone to someone else, even if this holder paused past its ttl without knowing.
+    /// Lease state lives in the cluster map, so it survives the loss of any node.
+    pub async fn lock(
+        &self,
+        name: &str,
+        mode: LockMode,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGrant, ClientError> {
+        Name::parse(name)?;
+        let op = Op::Lock {
+            name: name.to_owned(),
+            mode,
+            ttl_ms: millis(ttl),
+            wait_ms: millis(wait),
+            tag: Some(self.next_tag()),
+        };
+        let timeout = self.inner.config.request_timeout + wait;
+        match self.call_within(op, timeout).await? {
+            Reply::Locked(grant) => Ok(grant),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Renews a lease: it lasts its ttl again from now. Fails with
+    /// [`ClientError::LeaseExpired`] once it has run out (the lock may be someone else's).
+    pub async fn renew(&self, lease: u64) -> Result<LockGrant, ClientError> {
+        let op = Op::Renew {
+            lease,
+            tag: Some(self.next_tag()),
+        };
+        match self.call(op).await? {
+            Reply::Renewed(grant) => Ok(grant),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Releases a lease. Fails with [`ClientError::LeaseExpired`] if it had run out.
+    pub async fn unlock(&self, lease: u64) -> Result<(), ClientError> {
+        let op = Op::Unlock {
+            lease,
+            tag: Some(self.next_tag()),
+        };
+        match self.call(op).await? {
+            Reply::Unlocked => Ok(()),
             other => Err(unexpected(&other)),
         }
     }
@@ -393,6 +519,7 @@ impl Client {
         kind: WriteKind,
         name: &str,
         data: Bytes,
+        cond: Condition,
     ) -> Result<WriteAck, ClientError> {
         Name::parse(name)?;
         let tag = self.next_tag();
@@ -408,6 +535,7 @@ impl Client {
                         more: !rest.is_empty(),
                     },
                     tag,
+                    cond,
                 );
                 async move {
                     let (id, mut rx) = conn.register();
@@ -439,6 +567,7 @@ impl Client {
         kind: WriteKind,
         name: &str,
         mut reader: R,
+        cond: Condition,
     ) -> Result<WriteAck, ClientError>
     where
         R: AsyncRead + Unpin,
@@ -447,7 +576,7 @@ impl Client {
         let first = read_chunk(&mut reader).await?;
         if first.len() < CHUNK_BYTES_MAX {
             // The whole body is in hand: send it like an in-memory write, with retries.
-            return self.write_bytes(kind, name, first).await;
+            return self.write_bytes(kind, name, first, cond).await;
         }
         let mut next = read_chunk(&mut reader).await?;
         let tag = self.next_tag();
@@ -462,6 +591,7 @@ impl Client {
                 more: !next.is_empty(),
             },
             tag,
+            cond,
         );
         let interrupted = |e: ClientError| match e {
             ClientError::Unavailable(m) => ClientError::Interrupted(m),
@@ -498,7 +628,12 @@ impl Client {
     }
 
     async fn call(&self, op: Op) -> Result<Reply, ClientError> {
-        let timeout = self.inner.config.request_timeout;
+        self.call_within(op, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// [`call`](Self::call), waiting up to `timeout` for the reply.
+    async fn call_within(&self, op: Op, timeout: Duration) -> Result<Reply, ClientError> {
         self.retrying(|conn| {
             let op = op.clone();
             async move {
@@ -739,6 +874,11 @@ async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Byt
     }
     buf.truncate(filled);
     Ok(Bytes::from(buf))
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unexpected(reply: &Reply) -> ClientError {

@@ -39,6 +39,20 @@ pub enum ClientError {
     /// A local reader or writer (a file being uploaded or downloaded) failed.
     #[error("local i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// `lock` of a name others held in a conflicting mode until the wait ended.
+    #[error("{0}")]
+    LockHeld(String),
+    /// A fenced write or delete whose token was superseded: this holder lost the lock.
+    /// Nothing was changed.
+    #[error("{0}")]
+    Fenced(String),
+    /// A conditional write or delete found the file at another version. Nothing was
+    /// changed.
+    #[error("{0}")]
+    VersionMismatch(String),
+    /// `renew` or `unlock` of a lease that had run out (or was released).
+    #[error("{0}")]
+    LeaseExpired(String),
     /// The client was given no usable server address.
     #[error("bad configuration: {0}")]
     Config(String),
@@ -56,6 +70,10 @@ impl ClientError {
             ClientError::Timeout(_) => ErrorCode::Timeout,
             ClientError::Protocol(_) => ErrorCode::ProtocolMismatch,
             ClientError::Io(_) | ClientError::Config(_) => ErrorCode::InvalidRequest,
+            ClientError::LockHeld(_) => ErrorCode::LockHeld,
+            ClientError::Fenced(_) => ErrorCode::Fenced,
+            ClientError::VersionMismatch(_) => ErrorCode::VersionMismatch,
+            ClientError::LeaseExpired(_) => ErrorCode::LeaseExpired,
         }
     }
 
@@ -74,6 +92,10 @@ impl From<WireError> for ClientError {
         match e.code {
             ErrorCode::NotFound => ClientError::NotFound(e.message),
             ErrorCode::AlreadyExists => ClientError::AlreadyExists(e.message),
+            ErrorCode::LockHeld => ClientError::LockHeld(e.message),
+            ErrorCode::Fenced => ClientError::Fenced(e.message),
+            ErrorCode::VersionMismatch => ClientError::VersionMismatch(e.message),
+            ErrorCode::LeaseExpired => ClientError::LeaseExpired(e.message),
             code => ClientError::Server {
                 code,
                 message: e.message,

@@ -35,8 +35,8 @@ pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT};
 pub use connection::RawConnection;
 pub use dfs_net::{SharedTransport, Tcp, Transport};
 pub use dfs_proto::{
-    BadCopy, ClusterStatus, FileInfo, ListEntry, NodeRole, NodeStatus, ScrubReport, TableEntry,
-    WriteAck,
+    BadCopy, ClusterStatus, Condition, FileInfo, ListEntry, LockGrant, LockMode, NodeRole,
+    NodeStatus, ScrubReport, TableEntry, WriteAck,
 };
 pub use error::ClientError;
 

@@ -26,6 +26,7 @@
 
 mod config;
 mod error;
+mod locks;
 mod map;
 mod network;
 mod peer;
@@ -38,6 +39,7 @@ pub use config::{
     raft_config, raft_config_with,
 };
 pub use error::ClusterError;
+pub use locks::{FenceError, Held, IDLE_NAMES_MAX, LEASES_MAX, Lease, LeaseClock, Locks};
 pub use map::{
     ClusterMap, MapOptions, MapRole, MapStatus, PROPOSE_TIMEOUT, STANDING_WAIT, STARTUP_TIMEOUT,
     STORAGE_RELEASE_TIMEOUT,

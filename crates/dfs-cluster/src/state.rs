@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dfs_placement::{FileId, NodeId, Placement, PlacementTable};
+use dfs_proto::{LockGrant, LockMode};
 use serde::{Deserialize, Serialize};
+
+use crate::locks::{Held, Locks};
 
 /// What the map knows about one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,8 @@ pub struct ClusterState {
     /// written (version 1 or more), so that a write that creates its file takes effect
     /// whole, or not at all if it fails.
     pub unwritten: BTreeSet<FileId>,
+    /// The lock leases and fencing tokens.
+    pub locks: Locks,
 }
 
 /// Names one client request, the same on each of its retries: the client's random id and
@@ -247,6 +252,34 @@ pub enum MapCommand {
         /// The unwritten file the name may refer to.
         invisible: Option<FileId>,
     },
+    /// Grants a lock lease on `name` ([`MapResponse::Locked`]), or answers who holds it
+    /// in a conflicting mode ([`MapResponse::LockHeld`]); see [`Locks`].
+    AcquireLock {
+        /// The name locked.
+        name: String,
+        /// Shared or exclusive.
+        mode: LockMode,
+        /// The lease's time to live, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Renews a lease ([`MapResponse::Locked`] with its grant), or `NotFound`.
+    RenewLock {
+        /// The lease.
+        lease: u64,
+    },
+    /// Releases a lease (`Released`), or `NotFound`.
+    ReleaseLock {
+        /// The lease.
+        lease: u64,
+    },
+    /// The map leader found a lease's ttl passed since it saw it renewed `renewals` times:
+    /// released (`Released`) unless renewed since (`Conflict(None)`), or `NotFound`.
+    ExpireLock {
+        /// The lease.
+        lease: u64,
+        /// The renewals the leader saw.
+        renewals: u64,
+    },
 }
 
 /// The outcome of applying a [`MapCommand`].
@@ -270,6 +303,12 @@ pub enum MapResponse {
     Rejected(String),
     /// Only in [`Sessions`]: what a write to a file since deleted did.
     Written(WriteResult),
+    /// A lock lease was granted or renewed.
+    Locked(LockGrant),
+    /// The lock is held in a conflicting mode; nothing changed.
+    LockHeld(Held),
+    /// A lease was released or expired.
+    Released,
 }
 
 /// What an acknowledged write did to its file.
@@ -297,9 +336,11 @@ impl ClusterState {
                 }
                 let response = self.apply(command);
                 let answered = match &response {
-                    MapResponse::Created(_) | MapResponse::Deleted(_) | MapResponse::Updated(_) => {
-                        true
-                    }
+                    MapResponse::Created(_)
+                    | MapResponse::Deleted(_)
+                    | MapResponse::Updated(_)
+                    | MapResponse::Locked(_)
+                    | MapResponse::Released => true,
                     MapResponse::AlreadyExists(p) => {
                         matches!(**command, MapCommand::ConfirmExists { .. })
                             || !self.unwritten.contains(&p.file_id)
@@ -478,6 +519,28 @@ impl ClusterState {
                     Err(_) => MapResponse::NotFound,
                 },
             },
+            MapCommand::AcquireLock { name, mode, ttl_ms } => {
+                match self.locks.acquire(name, *mode, *ttl_ms) {
+                    Ok(Ok(grant)) => MapResponse::Locked(grant),
+                    Ok(Err(held)) => MapResponse::LockHeld(held),
+                    Err(why) => MapResponse::Rejected(why),
+                }
+            }
+            MapCommand::RenewLock { lease } => match self.locks.renew(*lease) {
+                Some(grant) => MapResponse::Locked(grant),
+                None => MapResponse::NotFound,
+            },
+            MapCommand::ReleaseLock { lease } => match self.locks.release(*lease) {
+                true => MapResponse::Released,
+                false => MapResponse::NotFound,
+            },
+            MapCommand::ExpireLock { lease, renewals } => {
+                match self.locks.expire(*lease, *renewals) {
+                    Some(true) => MapResponse::Released,
+                    Some(false) => MapResponse::Conflict(None),
+                    None => MapResponse::NotFound,
+                }
+            }
             MapCommand::SetReplicas {
                 name,
                 file_id,

@@ -366,18 +366,25 @@ async fn handle_request(
     let page = |limit: u32| limit.clamp(1, PAGE_ENTRIES_MAX) as usize;
     let result: Result<Reply, EngineError> = match op {
         Op::Create { name, tag } => engine.create(&name, tag).await.map(Reply::Created),
-        Op::Append { name, tag, .. } => engine
-            .write(WriteMode::Append, &name, body(), tag)
+        Op::Append {
+            name, tag, cond, ..
+        } => engine
+            .write(WriteMode::Append, &name, body(), tag, cond)
             .await
             .map(Reply::Written),
-        Op::Put { name, tag, .. } => engine
-            .write(WriteMode::Put, &name, body(), tag)
+        Op::Put {
+            name, tag, cond, ..
+        } => engine
+            .write(WriteMode::Put, &name, body(), tag, cond)
             .await
             .map(Reply::Written),
         Op::Read { name, offset, len } => {
             return stream_read(engine, id, &name, offset, len, out).await;
         }
-        Op::Delete { name, tag } => engine.delete(&name, tag).await.map(|()| Reply::Deleted),
+        Op::Delete { name, tag, cond } => engine
+            .delete(&name, tag, cond)
+            .await
+            .map(|()| Reply::Deleted),
         Op::List {
             prefix,
             start_after,
@@ -393,6 +400,25 @@ async fn handle_request(
             .map(|(entries, next)| Reply::Table { entries, next }),
         Op::Status => Ok(Reply::Status(engine.status().await)),
         Op::Scrub => Ok(Reply::Scrub(engine.scrub_cluster().await)),
+        // Lock leases are served by any node: each is a change of the cluster map.
+        Op::Lock {
+            name,
+            mode,
+            ttl_ms,
+            wait_ms,
+            tag,
+        } => engine
+            .lock(
+                &name,
+                mode,
+                ttl_ms,
+                std::time::Duration::from_millis(wait_ms),
+                tag,
+            )
+            .await
+            .map(Reply::Locked),
+        Op::Renew { lease, tag } => engine.renew(lease, tag).await.map(Reply::Renewed),
+        Op::Unlock { lease, tag } => engine.unlock(lease, tag).await.map(|()| Reply::Unlocked),
     };
     if let Err(e) = &result {
         log_error(id, e);

@@ -199,6 +199,7 @@ async fn pipelined_requests_on_one_connection() {
                 more: false,
             },
             tag: None,
+            cond: Default::default(),
         };
         f.send(ClientFrame::Request(Request { id, op }))
             .await
@@ -443,6 +444,7 @@ async fn an_abandoned_body_is_not_applied() {
             more: true,
         },
         tag: None,
+        cond: Default::default(),
     };
     f.send(ClientFrame::Request(Request { id: 9, op }))
         .await
@@ -464,6 +466,7 @@ async fn an_abandoned_body_is_not_applied() {
             more: true,
         },
         tag: None,
+        cond: Default::default(),
     };
     f.send(ClientFrame::Request(Request { id: 1, op }))
         .await
@@ -563,6 +566,7 @@ async fn bodies_of_finished_requests_are_forgotten() {
                 more: true,
             },
             tag: None,
+            cond: Default::default(),
         };
         f.send(ClientFrame::Request(Request { id, op }))
             .await

@@ -30,6 +30,17 @@ pub enum ErrorCode {
     /// The disk of the node that serves the file (its primary) is full, so the write
     /// failed. Retrying helps only once space is freed there.
     NoSpace,
+    /// `lock` of a name held by others in a conflicting mode, still held when the wait
+    /// ended.
+    LockHeld,
+    /// A write or delete carried a fencing token older than the newest conflicting grant
+    /// of the file's lock: its holder has lost the lock. Nothing was changed.
+    Fenced,
+    /// A write or delete required a version the file is not at. Nothing was changed.
+    VersionMismatch,
+    /// `renew` or `unlock` of a lease that has expired or was released (or never
+    /// existed).
+    LeaseExpired,
 }
 
 impl ErrorCode {

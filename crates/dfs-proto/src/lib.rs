@@ -55,8 +55,18 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"DFS1");
 /// Bumped whenever an encoding changes other than by appending an enum variant (postcard
 /// has no field names: a struct that gains a field reads differently). 2: `TableEntry`
 /// gained `replication_factor`, `ClusterStatus` `under_replicated` and
-/// `rereplicate_after_ms`, `NodeStatus` `down_for_ms`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `rereplicate_after_ms`, `NodeStatus` `down_for_ms`. 3: `Append`, `Put` and `Delete`
+/// gained a [`Condition`].
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Shortest lock lease: 100 ms.
+pub const LOCK_TTL_MS_MIN: u64 = 100;
+
+/// Longest lock lease: one day. A holder that needs longer renews.
+pub const LOCK_TTL_MS_MAX: u64 = 24 * 3600 * 1000;
+
+/// Longest a `lock` request waits for a lock held by others: ten minutes.
+pub const LOCK_WAIT_MS_MAX: u64 = 600 * 1000;
 
 /// Largest frame body either side accepts or sends (1 MiB).
 ///

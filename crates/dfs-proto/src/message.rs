@@ -183,6 +183,8 @@ pub enum Op {
         body: Body,
         /// Retry identity.
         tag: Option<OpTag>,
+        /// Applied only if this holds (fencing token, expected version).
+        cond: Condition,
     },
     /// Replace the whole content atomically, creating the file if missing.
     Put {
@@ -192,6 +194,8 @@ pub enum Op {
         body: Body,
         /// Retry identity.
         tag: Option<OpTag>,
+        /// Applied only if this holds (fencing token, expected version).
+        cond: Condition,
     },
     /// Read `len` bytes (to the end if `None`) from `offset`.
     Read {
@@ -208,6 +212,8 @@ pub enum Op {
         name: String,
         /// Retry identity.
         tag: Option<OpTag>,
+        /// Applied only if this holds (fencing token, expected version).
+        cond: Condition,
     },
     /// One page of the names starting with `prefix`, sorted.
     List {
@@ -235,6 +241,141 @@ pub enum Op {
     /// Checks every copy on every node that is up against its checksum now (a scrub), and
     /// has each bad copy replaced by a good one; answers what each node found.
     Scrub,
+    /// Takes an advisory lock lease on a name ([`Reply::Locked`]): shared with other
+    /// shared holders, or exclusive. Served by any node (the grant is a change of the
+    /// cluster map). While the lock is held in a conflicting mode, waits up to `wait_ms`
+    /// for it, then fails with [`ErrorCode::LockHeld`](crate::ErrorCode::LockHeld).
+    Lock {
+        /// The name locked (a file's name; the file need not exist).
+        name: String,
+        /// Shared or exclusive.
+        mode: LockMode,
+        /// How long the lease lasts without a renewal, in milliseconds, between
+        /// [`LOCK_TTL_MS_MIN`](crate::LOCK_TTL_MS_MIN) and
+        /// [`LOCK_TTL_MS_MAX`](crate::LOCK_TTL_MS_MAX).
+        ttl_ms: u64,
+        /// How long to wait for a lock held by others, in milliseconds (0: do not wait),
+        /// at most [`LOCK_WAIT_MS_MAX`](crate::LOCK_WAIT_MS_MAX).
+        wait_ms: u64,
+        /// Retry identity: a retry whose first attempt was granted gets that grant.
+        tag: Option<OpTag>,
+    },
+    /// Extends a lease by its ttl from now ([`Reply::Renewed`]);
+    /// [`ErrorCode::LeaseExpired`](crate::ErrorCode::LeaseExpired) once it has expired or
+    /// was released.
+    Renew {
+        /// The lease id from [`Reply::Locked`].
+        lease: u64,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+    /// Releases a lease ([`Reply::Unlocked`]);
+    /// [`ErrorCode::LeaseExpired`](crate::ErrorCode::LeaseExpired) once it has expired.
+    Unlock {
+        /// The lease id from [`Reply::Locked`].
+        lease: u64,
+        /// Retry identity.
+        tag: Option<OpTag>,
+    },
+}
+
+/// What a write or delete requires to be applied. The file's primary checks it under the
+/// file's exclusive lock, after a retry of a request already applied was answered (a
+/// condition never turns an applied request into a refusal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// A fencing token from [`Reply::Locked`]: the request is refused with
+    /// [`ErrorCode::Fenced`](crate::ErrorCode::Fenced) if the file's lock has been granted
+    /// since to a holder that does not share with this token's (any exclusive grant, or a
+    /// shared one after every holder of this token's group let go).
+    pub fence: Option<u64>,
+    /// The version the file must be at, else
+    /// [`ErrorCode::VersionMismatch`](crate::ErrorCode::VersionMismatch) (compare-and-set).
+    /// `0` also matches a file that does not exist (create-if-absent).
+    pub if_version: Option<u64>,
+}
+
+impl Condition {
+    /// No condition: the request is applied unconditionally.
+    pub const NONE: Condition = Condition {
+        fence: None,
+        if_version: None,
+    };
+
+    /// Only while no newer conflicting grant of the file's lock than `token` exists.
+    pub fn fenced(token: u64) -> Self {
+        Condition {
+            fence: Some(token),
+            ..Condition::NONE
+        }
+    }
+
+    /// Only while the file is at `version`.
+    pub fn if_version(version: u64) -> Self {
+        Condition {
+            if_version: Some(version),
+            ..Condition::NONE
+        }
+    }
+
+    /// This condition, also requiring fencing token `token`.
+    pub fn with_fence(self, token: u64) -> Self {
+        Condition {
+            fence: Some(token),
+            ..self
+        }
+    }
+
+    /// This condition, also requiring the file to be at `version`.
+    pub fn with_version(self, version: u64) -> Self {
+        Condition {
+            if_version: Some(version),
+            ..self
+        }
+    }
+
+    /// Whether nothing is required.
+    pub fn is_none(&self) -> bool {
+        self.fence.is_none() && self.if_version.is_none()
+    }
+}
+
+/// How a lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LockMode {
+    /// With other shared holders; excludes an exclusive one.
+    Shared,
+    /// Alone.
+    Exclusive,
+}
+
+impl LockMode {
+    /// Lower-case name, as the CLI prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Shared => "shared",
+            LockMode::Exclusive => "exclusive",
+        }
+    }
+}
+
+/// A lock lease granted (or renewed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockGrant {
+    /// The name locked.
+    pub name: String,
+    /// How it is held.
+    pub mode: LockMode,
+    /// The lease's id, for `renew` and `unlock`.
+    pub lease: u64,
+    /// The fencing token: unique, and greater than every token granted before it (for
+    /// any name), across failovers of any node. Pass it with writes
+    /// ([`Condition::fence`]).
+    pub token: u64,
+    /// The lease's time to live, in milliseconds: it lapses that long after its grant or
+    /// last renewal as the cluster map's leader saw them. The holder should count from
+    /// when it sent the request and renew well before.
+    pub ttl_ms: u64,
 }
 
 impl Op {
@@ -246,8 +387,14 @@ impl Op {
             | Op::Put { name, .. }
             | Op::Read { name, .. }
             | Op::Delete { name, .. }
-            | Op::Stat { name } => Some(name),
-            Op::List { .. } | Op::Table { .. } | Op::Status | Op::Scrub => None,
+            | Op::Stat { name }
+            | Op::Lock { name, .. } => Some(name),
+            Op::List { .. }
+            | Op::Table { .. }
+            | Op::Status
+            | Op::Scrub
+            | Op::Renew { .. }
+            | Op::Unlock { .. } => None,
         }
     }
 
@@ -307,6 +454,12 @@ pub enum Reply {
     Status(ClusterStatus),
     /// `scrub`: one report per node asked, in node order.
     Scrub(Vec<ScrubReport>),
+    /// `lock` granted.
+    Locked(LockGrant),
+    /// `renew` done: the lease lasts its ttl from now.
+    Renewed(LockGrant),
+    /// `unlock` done.
+    Unlocked,
 }
 
 /// What one node's scrub found.

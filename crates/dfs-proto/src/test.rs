@@ -27,27 +27,52 @@ fn arb_tag() -> impl Strategy<Value = Option<OpTag>> {
     }))
 }
 
+fn arb_cond() -> impl Strategy<Value = Condition> {
+    (
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(fence, if_version)| Condition { fence, if_version })
+}
+
 fn arb_op() -> impl Strategy<Value = Op> {
     let name = "[a-z/._-]{0,40}";
     prop_oneof![
         (name, arb_tag()).prop_map(|(name, tag)| Op::Create { name, tag }),
-        (name, arb_bytes(), any::<bool>(), arb_tag()).prop_map(|(name, data, more, tag)| {
-            Op::Append {
+        (name, arb_bytes(), any::<bool>(), arb_tag(), arb_cond()).prop_map(
+            |(name, data, more, tag, cond)| Op::Append {
                 name,
                 body: Body { data, more },
                 tag,
+                cond,
             }
-        }),
-        (name, arb_bytes(), any::<bool>(), arb_tag()).prop_map(|(name, data, more, tag)| {
-            Op::Put {
+        ),
+        (name, arb_bytes(), any::<bool>(), arb_tag(), arb_cond()).prop_map(
+            |(name, data, more, tag, cond)| Op::Put {
                 name,
                 body: Body { data, more },
                 tag,
+                cond,
             }
-        }),
+        ),
         (name, any::<u64>(), proptest::option::of(any::<u64>()))
             .prop_map(|(name, offset, len)| Op::Read { name, offset, len }),
-        (name, arb_tag()).prop_map(|(name, tag)| Op::Delete { name, tag }),
+        (name, arb_tag(), arb_cond()).prop_map(|(name, tag, cond)| Op::Delete { name, tag, cond }),
+        (name, any::<bool>(), any::<u64>(), any::<u64>(), arb_tag()).prop_map(
+            |(name, exclusive, ttl_ms, wait_ms, tag)| Op::Lock {
+                name,
+                mode: if exclusive {
+                    LockMode::Exclusive
+                } else {
+                    LockMode::Shared
+                },
+                ttl_ms,
+                wait_ms,
+                tag,
+            }
+        ),
+        (any::<u64>(), arb_tag()).prop_map(|(lease, tag)| Op::Renew { lease, tag }),
+        (any::<u64>(), arb_tag()).prop_map(|(lease, tag)| Op::Unlock { lease, tag }),
         (name, proptest::option::of(name), any::<u32>()).prop_map(
             |(prefix, start_after, limit)| Op::List {
                 prefix,
@@ -295,6 +320,10 @@ fn a_full_chunk_fits_in_a_frame() {
                 client_id: u64::MAX,
                 seq: u64::MAX,
             }),
+            cond: Condition {
+                fence: Some(u64::MAX),
+                if_version: Some(u64::MAX),
+            },
         },
     });
     let mut buf = encode_client(frame.clone());

@@ -47,6 +47,9 @@ pub(crate) fn spawn_all(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
             |e| async move { e.clean_up().await },
         ),
         Engine::spawn_scrubs(engine, timing.scrub_interval),
+        every(engine, crate::locking::LOCK_EXPIRY_TICK, |e| async move {
+            e.expire_locks().await
+        }),
     ]
 }
 

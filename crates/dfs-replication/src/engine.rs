@@ -13,8 +13,8 @@ use dfs_cluster::{
 use dfs_net::SharedTransport;
 use dfs_placement::{NodeId, Placement, place};
 use dfs_proto::{
-    ClusterStatus, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry, WriteAck,
-    validate_prefix,
+    ClusterStatus, Condition, FileInfo, ListEntry, Name, NodeRole, NodeStatus, OpTag, TableEntry,
+    WriteAck, validate_prefix,
 };
 use dfs_store::{
     DedupKey, FileId, FileMeta, LockManager, Snapshot, Store, StoreError, WriteOutcome,
@@ -244,6 +244,8 @@ pub struct Engine {
     /// The nodes the map has down, and since when this node has seen each one down (for
     /// `status`).
     pub(crate) down_since: Mutex<HashMap<NodeId, Instant>>,
+    /// On the map's leader: the deadlines of the lock leases.
+    pub(crate) lock_clock: Mutex<dfs_cluster::LeaseClock>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -305,6 +307,7 @@ impl Engine {
             heard_term: Mutex::new(0),
             short_since: Mutex::new(HashMap::new()),
             down_since: Mutex::new(HashMap::new()),
+            lock_clock: Mutex::new(dfs_cluster::LeaseClock::new()),
             tasks: Mutex::new(Vec::new()),
         });
         engine.reconcile().await?;
@@ -569,12 +572,16 @@ impl Engine {
     /// Appends to or replaces a file (creating it if missing), on every replica before it
     /// returns. On a node that is not the file's primary this fails with
     /// [`EngineError::Redirect`] before taking any of the body.
+    ///
+    /// The write is applied only if `cond` holds (see [`Condition`]), checked after a
+    /// retry of a write already applied was answered.
     pub async fn write(
         &self,
         mode: WriteMode,
         name: &str,
         body: BodyStream,
         tag: Option<OpTag>,
+        cond: Condition,
     ) -> Result<WriteAck, EngineError> {
         let name = Name::parse(name)?.into_string();
         if let Some(placement) = self.find(&name).await? {
@@ -605,7 +612,7 @@ impl Engine {
         self.redirect_unless_primary(&placement)?;
         let placement = self.fence_undo(&name, placement).await?;
         let written = self
-            .write_locked(mode, &name, &placement, created, body, tag)
+            .write_locked(mode, &name, &placement, created, body, Asked { tag, cond })
             .await;
         if written.is_err() && created {
             self.undo_create(&name, placement.file_id, placement.epoch)
@@ -642,8 +649,9 @@ impl Engine {
         placement: &Placement,
         created: bool,
         body: BodyStream,
-        tag: Option<OpTag>,
+        asked: Asked,
     ) -> Result<WriteAck, EngineError> {
+        let Asked { tag, cond } = asked;
         let id = if created {
             // Created under this lock and never written: no replica needs asking.
             self.make_empty_copy(name, placement.file_id).await?;
@@ -664,6 +672,14 @@ impl Engine {
                 tracing::debug!(name, ?key, "duplicate write answered from the dedup table");
                 return Ok(ack(saved, true));
             }
+        }
+        if !cond.is_none() {
+            let version = if created {
+                0
+            } else {
+                self.local_version(id).await?
+            };
+            self.check_condition(name, cond, version).await?;
         }
         let outcome = self
             .replicated_write(name, placement, mode, body, key)
@@ -807,7 +823,14 @@ impl Engine {
     /// of its tag answered: a retry whose first attempt deleted the file is answered `Ok`
     /// (not `NotFound`), and an attempt that runs late, after a retry was answered, deletes
     /// nothing (a file created since included).
-    pub async fn delete(&self, name: &str, tag: Option<OpTag>) -> Result<(), EngineError> {
+    ///
+    /// The delete is applied only if `cond` holds (see [`Condition`]).
+    pub async fn delete(
+        &self,
+        name: &str,
+        tag: Option<OpTag>,
+        cond: Condition,
+    ) -> Result<(), EngineError> {
         let name = Name::parse(name)?.into_string();
         let Some(placement) = self.find(&name).await? else {
             // `find` found nothing even on the leader.
@@ -827,6 +850,10 @@ impl Engine {
         if self.is_unwritten(id) && self.local_version(id).await? == 0 {
             // Created by a write that has not written it: not there for users.
             return self.missing(&name, Some(id), tag).await;
+        }
+        if !cond.is_none() {
+            let version = self.local_version(id).await?;
+            self.check_condition(&name, cond, version).await?;
         }
         // The file's recent writes go into the map's sessions with the delete: a write
         // applied here whose answer was lost is answered, not applied again to a new
@@ -1394,8 +1421,15 @@ fn empty_info(name: String, placement: &Placement) -> FileInfo {
     }
 }
 
+/// A client request's retry identity and condition.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    tag: Option<OpTag>,
+    cond: Condition,
+}
+
 /// `command` on behalf of client request `tag`, if any: applied at most once.
-fn tagged(tag: Option<OpTag>, command: MapCommand) -> MapCommand {
+pub(crate) fn tagged(tag: Option<OpTag>, command: MapCommand) -> MapCommand {
     match tag {
         Some(tag) => MapCommand::Tagged {
             tag: request_tag(tag),

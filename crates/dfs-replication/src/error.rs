@@ -39,6 +39,25 @@ pub enum EngineError {
         /// Its address.
         addr: String,
     },
+    /// `lock` of a name held in a conflicting mode until the wait ended.
+    #[error("lock held: {0}")]
+    LockHeld(String),
+    /// A fenced write or delete whose token was superseded (the message says how).
+    #[error("{0}")]
+    Fenced(String),
+    /// A write or delete that required another version of the file.
+    #[error("{name:?} is at version {actual}, not {expected}")]
+    VersionMismatch {
+        /// The file.
+        name: String,
+        /// The version required.
+        expected: u64,
+        /// The file's version.
+        actual: u64,
+    },
+    /// `renew` or `unlock` of a lease that is gone.
+    #[error("lease {0} has expired or was released")]
+    LeaseExpired(u64),
     /// A background task failed (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -60,6 +79,10 @@ impl EngineError {
             EngineError::Store(e) if e.is_no_space() => ErrorCode::NoSpace,
             EngineError::Unavailable(_) | EngineError::Redirect { .. } => ErrorCode::Unavailable,
             EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,
+            EngineError::LockHeld(_) => ErrorCode::LockHeld,
+            EngineError::Fenced(_) => ErrorCode::Fenced,
+            EngineError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
+            EngineError::LeaseExpired(_) => ErrorCode::LeaseExpired,
         }
     }
 

@@ -29,6 +29,7 @@ mod background;
 mod body;
 mod engine;
 mod error;
+mod locking;
 mod primary;
 mod replica;
 mod scrub;
@@ -39,5 +40,7 @@ pub use engine::{Engine, EngineConfig, Member, ReadHandle, Timing, WriteMode};
 pub use error::EngineError;
 pub use replica::DataService;
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod test;

@@ -8,7 +8,7 @@ use dfs_store::{Store, StoreConfig};
 
 use crate::*;
 
-async fn engine(dir: &std::path::Path) -> Arc<Engine> {
+pub(crate) async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     let (store, _) = Store::open(StoreConfig::new(dir.join("store"))).expect("store opens");
     let members = std::collections::BTreeMap::from([(1, "127.0.0.1:1".to_owned())]);
     let map = ClusterMap::start(1, &members, 7, &dir.join("raft"))
@@ -34,12 +34,12 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     .expect("engine starts")
 }
 
-async fn read_all(e: &Engine, name: &str) -> Vec<u8> {
+pub(crate) async fn read_all(e: &Engine, name: &str) -> Vec<u8> {
     let h = e.read(name, 0, None).await.expect("read starts");
     h.chunk(0, h.len as usize).await.expect("reads").to_vec()
 }
 
-fn tag(seq: u64) -> Option<OpTag> {
+pub(crate) fn tag(seq: u64) -> Option<OpTag> {
     Some(OpTag { client_id: 7, seq })
 }
 
@@ -59,6 +59,7 @@ async fn every_operation_on_one_node() {
         "a/b.txt",
         BodyStream::from_bytes("hello "),
         tag(3),
+        Default::default(),
     )
     .await
     .expect("append");
@@ -68,6 +69,7 @@ async fn every_operation_on_one_node() {
             "a/b.txt",
             BodyStream::from_bytes("world"),
             tag(4),
+            Default::default(),
         )
         .await
         .expect("append");
@@ -82,6 +84,7 @@ async fn every_operation_on_one_node() {
         "a/b.txt",
         BodyStream::from_bytes("new"),
         tag(5),
+        Default::default(),
     )
     .await
     .expect("put");
@@ -98,13 +101,18 @@ async fn every_operation_on_one_node() {
         e.table(None, 10).await.expect("table").0[0].replicas,
         vec![1]
     );
-    e.delete("a/b.txt", tag(6)).await.expect("delete");
+    e.delete("a/b.txt", tag(6), Default::default())
+        .await
+        .expect("delete");
     assert_eq!(
         e.stat("a/b.txt").await.expect_err("gone").code(),
         ErrorCode::NotFound
     );
     assert_eq!(
-        e.delete("a/b.txt", tag(7)).await.expect_err("gone").code(),
+        e.delete("a/b.txt", tag(7), Default::default())
+            .await
+            .expect_err("gone")
+            .code(),
         ErrorCode::NotFound
     );
     assert_eq!(
@@ -118,13 +126,25 @@ async fn retried_writes_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
     for _ in 0..3 {
-        e.write(WriteMode::Append, "f", BodyStream::from_bytes("x"), tag(1))
-            .await
-            .expect("append");
+        e.write(
+            WriteMode::Append,
+            "f",
+            BodyStream::from_bytes("x"),
+            tag(1),
+            Default::default(),
+        )
+        .await
+        .expect("append");
     }
     assert_eq!(read_all(&e, "f").await, b"x");
     let again = e
-        .write(WriteMode::Append, "f", BodyStream::from_bytes("x"), tag(1))
+        .write(
+            WriteMode::Append,
+            "f",
+            BodyStream::from_bytes("x"),
+            tag(1),
+            Default::default(),
+        )
         .await
         .expect("append");
     assert!(again.duplicate);
@@ -134,8 +154,10 @@ async fn retried_writes_apply_once() {
         e.create("g", tag(2)).await.expect("retry").file_id,
         first.file_id
     );
-    e.delete("g", tag(3)).await.expect("delete");
-    e.delete("g", tag(3))
+    e.delete("g", tag(3), Default::default())
+        .await
+        .expect("delete");
+    e.delete("g", tag(3), Default::default())
         .await
         .expect("retried delete succeeds");
 }
@@ -152,16 +174,20 @@ async fn retries_across_a_delete_apply_once() {
         "w",
         BodyStream::from_bytes("once"),
         tag(10),
+        Default::default(),
     )
     .await
     .expect("append");
-    e.delete("w", tag(11)).await.expect("delete");
+    e.delete("w", tag(11), Default::default())
+        .await
+        .expect("delete");
     let retry = e
         .write(
             WriteMode::Append,
             "w",
             BodyStream::from_bytes("once"),
             tag(10),
+            Default::default(),
         )
         .await
         .expect("retried append");
@@ -174,20 +200,38 @@ async fn retries_across_a_delete_apply_once() {
     // A create, then a delete by someone else, then the create's retry: answered Ok, and
     // the file is not created again.
     let created = e.create("c", tag(12)).await.expect("create");
-    e.delete("c", None).await.expect("someone else's delete");
+    e.delete("c", None, Default::default())
+        .await
+        .expect("someone else's delete");
     let retry = e.create("c", tag(12)).await.expect("retried create");
     assert_eq!(retry.file_id, created.file_id);
     assert!(matches!(e.stat("c").await, Err(EngineError::NotFound(_))));
     // A delete, a new file of the same name, then the delete's retry: answered Ok, and the
     // new file stays.
-    e.write(WriteMode::Put, "d", BodyStream::from_bytes("old"), None)
+    e.write(
+        WriteMode::Put,
+        "d",
+        BodyStream::from_bytes("old"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("put");
+    e.delete("d", tag(13), Default::default())
         .await
-        .expect("put");
-    e.delete("d", tag(13)).await.expect("delete");
-    e.write(WriteMode::Put, "d", BodyStream::from_bytes("new"), None)
+        .expect("delete");
+    e.write(
+        WriteMode::Put,
+        "d",
+        BodyStream::from_bytes("new"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("put again");
+    e.delete("d", tag(13), Default::default())
         .await
-        .expect("put again");
-    e.delete("d", tag(13)).await.expect("retried delete");
+        .expect("retried delete");
     assert_eq!(read_all(&e, "d").await, b"new");
     // The answers survive a restart: they are in the map.
     e.shutdown().await;
@@ -199,11 +243,12 @@ async fn retries_across_a_delete_apply_once() {
             "w",
             BodyStream::from_bytes("once"),
             tag(10),
+            Default::default(),
         )
         .await
         .expect("retried append after a restart");
     assert!(retry.duplicate);
-    e.delete("d", tag(13))
+    e.delete("d", tag(13), Default::default())
         .await
         .expect("retried delete after a restart");
     assert_eq!(read_all(&e, "d").await, b"new");
@@ -213,16 +258,25 @@ async fn retries_across_a_delete_apply_once() {
 async fn a_body_that_breaks_off_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
-    e.write(WriteMode::Append, "f", BodyStream::from_bytes("keep"), None)
-        .await
-        .expect("append");
+    e.write(
+        WriteMode::Append,
+        "f",
+        BodyStream::from_bytes("keep"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("append");
     for mode in [WriteMode::Append, WriteMode::Put] {
         let (body, tx) = BodyStream::streaming(Bytes::from_static(b"partial"));
         tx.send((Bytes::from_static(b"more"), false))
             .await
             .expect("queued");
         drop(tx); // the connection went away before the last chunk
-        let err = e.write(mode, "f", body, None).await.expect_err("aborted");
+        let err = e
+            .write(mode, "f", body, None, Default::default())
+            .await
+            .expect_err("aborted");
         assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
         assert_eq!(read_all(&e, "f").await, b"keep");
     }
@@ -235,7 +289,7 @@ async fn a_body_that_breaks_off_changes_nothing() {
             .await
             .expect("queued");
     });
-    e.write(WriteMode::Append, "f", body, None)
+    e.write(WriteMode::Append, "f", body, None, Default::default())
         .await
         .expect("streamed");
     writer.await.expect("sender");
@@ -246,22 +300,37 @@ async fn a_body_that_breaks_off_changes_nothing() {
 async fn a_read_is_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
-    e.write(WriteMode::Put, "f", BodyStream::from_bytes("old"), None)
-        .await
-        .expect("put");
+    e.write(
+        WriteMode::Put,
+        "f",
+        BodyStream::from_bytes("old"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("put");
     let h = e.read("f", 0, None).await.expect("read");
-    e.write(WriteMode::Append, "f", BodyStream::from_bytes("!!"), None)
-        .await
-        .expect("append");
+    e.write(
+        WriteMode::Append,
+        "f",
+        BodyStream::from_bytes("!!"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("append");
     e.write(
         WriteMode::Put,
         "f",
         BodyStream::from_bytes("brand new"),
         None,
+        Default::default(),
     )
     .await
     .expect("put");
-    e.delete("f", None).await.expect("delete");
+    e.delete("f", None, Default::default())
+        .await
+        .expect("delete");
     assert_eq!(&h.chunk(0, 100).await.expect("old bytes")[..], b"old");
 }
 
@@ -279,6 +348,7 @@ async fn concurrent_appends_land_whole_and_once() {
                 "log",
                 BodyStream::from_bytes(record),
                 None,
+                Default::default(),
             )
             .await
             .expect("append");
@@ -310,12 +380,15 @@ async fn the_map_survives_a_restart() {
             "x/1",
             BodyStream::from_bytes("one"),
             None,
+            Default::default(),
         )
         .await
         .expect("append");
         e.create("x/2", None).await.expect("create");
         e.create("y", None).await.expect("create");
-        e.delete("y", None).await.expect("delete");
+        e.delete("y", None, Default::default())
+            .await
+            .expect("delete");
         e.shutdown().await;
     }
     let e = engine(dir.path()).await;
@@ -356,13 +429,25 @@ async fn pages_resume_where_they_stopped() {
 async fn start_up_removes_what_the_map_no_longer_lists() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
-    e.write(WriteMode::Append, "kept", BodyStream::from_bytes("k"), None)
-        .await
-        .expect("append");
+    e.write(
+        WriteMode::Append,
+        "kept",
+        BodyStream::from_bytes("k"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("append");
     let gone = e.create("gone", None).await.expect("create");
-    e.write(WriteMode::Put, "gone", BodyStream::from_bytes("g"), None)
-        .await
-        .expect("put");
+    e.write(
+        WriteMode::Put,
+        "gone",
+        BodyStream::from_bytes("g"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("put");
     // A crash between the map's delete and the store's: the map no longer lists the file.
     let command = dfs_cluster::MapCommand::DeleteFile {
         name: "gone".into(),
@@ -415,7 +500,7 @@ async fn a_file_a_failed_write_created_is_invisible_until_written() {
     ));
     assert!(matches!(e.stat("a").await, Err(EngineError::NotFound(_))));
     assert!(matches!(
-        e.delete("a", None).await,
+        e.delete("a", None, Default::default()).await,
         Err(EngineError::NotFound(_))
     ));
     let (listed, _) = e.list("", None, 10).await.expect("list");
@@ -431,9 +516,15 @@ async fn a_file_a_failed_write_created_is_invisible_until_written() {
     ));
     // A write to such a leftover makes it exist, with what it wrote.
     e.map().propose(leftover("b", 42)).await.expect("committed");
-    e.write(WriteMode::Append, "b", BodyStream::from_bytes("x"), None)
-        .await
-        .expect("append");
+    e.write(
+        WriteMode::Append,
+        "b",
+        BodyStream::from_bytes("x"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("append");
     assert_eq!(read_all(&e, "b").await, b"x");
     assert!(matches!(
         e.create("b", None).await,

@@ -35,7 +35,7 @@ const SNAPSHOT_FILE_FORMAT: u32 = 1;
 const SNAPSHOT_HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 /// Version of the snapshot data (the first field of its postcard encoding). Format 1
 /// (before the map kept [`Sessions`](crate::Sessions)) is still read.
-const SNAPSHOT_DATA_FORMAT: u32 = 2;
+const SNAPSHOT_DATA_FORMAT: u32 = 3;
 
 type Membership = StoredMembership<u64, BasicNode>;
 type Meta = SnapshotMeta<u64, BasicNode>;
@@ -80,6 +80,23 @@ struct ClusterStateV1 {
     files: dfs_placement::PlacementTable,
 }
 
+/// Snapshot data of format 2: the map without its locks.
+#[derive(Deserialize)]
+struct SnapshotDataV2 {
+    last_applied: Option<LogId<u64>>,
+    last_membership: Membership,
+    state: ClusterStateV2,
+}
+
+/// [`ClusterState`] as format 2 encoded it.
+#[derive(Deserialize)]
+struct ClusterStateV2 {
+    nodes: std::collections::BTreeMap<dfs_placement::NodeId, crate::NodeInfo>,
+    files: dfs_placement::PlacementTable,
+    sessions: crate::Sessions,
+    unwritten: std::collections::BTreeSet<dfs_placement::FileId>,
+}
+
 /// Encodes the data of a snapshot of `sm`: postcard of the format number then the fields.
 fn encode_data(sm: &SmData) -> Result<Vec<u8>, StoreError> {
     let data = SnapshotDataRef {
@@ -102,6 +119,20 @@ fn decode_data(bytes: &[u8]) -> Result<SmData, StoreError> {
                 last_membership: data.last_membership,
             })
         }
+        2 => {
+            let v2: SnapshotDataV2 = postcard::from_bytes(rest).map_err(bad)?;
+            Ok(SmData {
+                state: ClusterState {
+                    nodes: v2.state.nodes,
+                    files: v2.state.files,
+                    sessions: v2.state.sessions,
+                    unwritten: v2.state.unwritten,
+                    locks: Default::default(),
+                },
+                last_applied: v2.last_applied,
+                last_membership: v2.last_membership,
+            })
+        }
         1 => {
             let v1: SnapshotDataV1 = postcard::from_bytes(rest).map_err(bad)?;
             Ok(SmData {
@@ -110,6 +141,7 @@ fn decode_data(bytes: &[u8]) -> Result<SmData, StoreError> {
                     files: v1.state.files,
                     sessions: Default::default(),
                     unwritten: Default::default(),
+                    locks: Default::default(),
                 },
                 last_applied: v1.last_applied,
                 last_membership: v1.last_membership,
