@@ -10,5 +10,6 @@ mod harness;
 mod heal;
 mod history;
 mod library;
+mod lock_faults;
 mod shell;
 mod util;
