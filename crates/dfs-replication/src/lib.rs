@@ -43,4 +43,6 @@ pub use replica::DataService;
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
 mod test;

@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use dfs_check::{ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
-use dfs_client::{Client, ClientConfig, ClientError};
+use dfs_client::{Client, ClientConfig, ClientError, Condition, LockMode};
 use dfs_node::{Member, Node, NodeConfig};
 
 use crate::Simulated;
@@ -49,6 +49,11 @@ pub struct SimConfig {
     /// survive one fault, not a write acknowledged by one replica and then that one's
     /// disk.
     pub disk_loss: bool,
+    /// Clients that increment a counter file under its exclusive lock lease, fenced with
+    /// the lease's token (none: the run is what it was before locks existed). The counter
+    /// must end equal to the acknowledged increments (plus at most those whose outcome is
+    /// unknown): two holders at once would lose some.
+    pub lockers: usize,
 }
 
 impl Default for SimConfig {
@@ -63,8 +68,29 @@ impl Default for SimConfig {
             deletes: true,
             message_loss: false,
             disk_loss: false,
+            lockers: 0,
         }
     }
+}
+
+/// The file the lockers increment.
+const COUNTER: &str = "counter";
+/// Increments each locker attempts.
+const LOCKER_ROUNDS: usize = 12;
+/// The lockers' lease ttl and how long they wait for the lock (simulated time): shorter
+/// than many faults, so leases lapse under partitions and stale holders meet the fence.
+const LOCK_TTL: Duration = Duration::from_secs(2);
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// What the lockers saw.
+#[derive(Debug, Default)]
+struct LockTally {
+    acked: Cell<u64>,
+    fenced: Cell<u64>,
+    unknown: Cell<u64>,
+    tokens: RefCell<Vec<u64>>,
+    /// The counter read after the heal.
+    last: Cell<Option<u64>>,
 }
 
 /// What a run that passed did.
@@ -82,6 +108,10 @@ pub struct SimReport {
     pub sim_time: Duration,
     /// A digest of the history's events: two runs of one seed must have the same.
     pub fingerprint: u64,
+    /// The lockers' acknowledged increments.
+    pub increments: u64,
+    /// The lockers' writes refused for a stale fencing token.
+    pub fenced: u64,
 }
 
 /// Why a run failed, with what is needed to replay and debug it.
@@ -289,11 +319,31 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
             Ok(())
         });
     }
+    let tally = Rc::new(LockTally::default());
+    // Their own random stream: a run without lockers is what it was before they existed.
+    let mut locker_rng = Rng::new(seed ^ 0x6c6f_636b);
+    for l in 0..config.lockers {
+        let mut servers = servers.clone();
+        let n = servers.len();
+        servers.rotate_left(l % n);
+        let mut rng = Rng::new(locker_rng.next());
+        let (tally, done) = (tally.clone(), workers_done.clone());
+        sim.client(format!("l{l}"), async move {
+            let client = connect(servers, SETTLE_DEADLINE).await?;
+            for _ in 0..LOCKER_ROUNDS {
+                tokio::time::sleep(rng.millis(0, 300)).await;
+                increment(&client, &tally).await;
+            }
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
     {
         let history = history.clone();
         let healed = healed.clone();
         let files = config.files;
         let servers = servers.clone();
+        let (tally, lockers) = (tally.clone(), config.lockers);
         sim.client("verifier", async move {
             while !healed.get() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -304,6 +354,10 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
                     let file = format!("f{f}");
                     verify_read(&client, &history, 1000 + n as u64, &file).await?;
                 }
+            }
+            if lockers > 0 {
+                let client = connect(servers.clone(), SETTLE_DEADLINE).await?;
+                tally.last.set(Some(read_counter(&client).await?));
             }
             Ok(())
         });
@@ -347,7 +401,7 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
     let mut next_fault = rng.millis(300, 1500);
     loop {
         let now = sim.elapsed();
-        let workers_finished = workers_done.get() == config.clients;
+        let workers_finished = workers_done.get() == config.clients + config.lockers;
         if let Some((victim, request)) = &pending_wipe
             && let Some((answered, safe)) = wipe_answer.get()
             && answered == *request
@@ -450,6 +504,9 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         .iter()
         .filter(|e| e.completion.at().is_none())
         .count();
+    if config.lockers > 0 {
+        check_counter(&tally).map_err(|why| fail(why, &faults))?;
+    }
     match dfs_check::check(&history) {
         Verdict::Linearizable => Ok(SimReport {
             seed,
@@ -458,6 +515,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
             faults: faults.borrow().clone(),
             sim_time,
             fingerprint: fingerprint(&history),
+            increments: tally.acked.get(),
+            fenced: tally.fenced.get(),
         }),
         other => Err(fail(format!("{other}"), &faults)),
     }
@@ -558,6 +617,94 @@ async fn perform(client: &Client, history: &RefCell<History>, process: u64, file
     };
     tracing::debug!(process, file, ?id, ?outcome, "complete");
     record(history, id, outcome);
+}
+
+/// One fenced increment of the counter under its exclusive lock; tallied.
+async fn increment(client: &Client, tally: &LockTally) {
+    let grant = match client
+        .lock(COUNTER, LockMode::Exclusive, LOCK_TTL, LOCK_WAIT)
+        .await
+    {
+        Ok(grant) => grant,
+        Err(e) => {
+            tracing::debug!(error = %e, "no lock");
+            return;
+        }
+    };
+    tally.tokens.borrow_mut().push(grant.token);
+    let current = match client.read(COUNTER, 0, None).await {
+        Ok(bytes) => parse_counter(&bytes),
+        Err(ClientError::NotFound(_)) => Some(0),
+        Err(_) => None,
+    };
+    if let Some(current) = current {
+        let next = (current + 1).to_string();
+        match client
+            .put_if(COUNTER, next, Condition::fenced(grant.token))
+            .await
+        {
+            Ok(_) => tally.acked.set(tally.acked.get() + 1),
+            Err(ClientError::Fenced(_)) => tally.fenced.set(tally.fenced.get() + 1),
+            Err(e) => {
+                tracing::debug!(error = %e, "increment outcome unknown");
+                tally.unknown.set(tally.unknown.get() + 1);
+            }
+        }
+    }
+    let _ = client.unlock(grant.lease).await;
+}
+
+fn parse_counter(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// The counter after the heal, retried while the cluster settles.
+async fn read_counter(client: &Client) -> Result<u64, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + SETTLE_DEADLINE;
+    loop {
+        match client.read(COUNTER, 0, None).await {
+            Ok(bytes) => {
+                return parse_counter(&bytes)
+                    .ok_or_else(|| format!("the counter holds {bytes:?}").into());
+            }
+            Err(ClientError::NotFound(_)) => return Ok(0),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("the counter is unreadable after the heal: {e}").into());
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The counter equals the acknowledged increments, plus at most the unknown ones; no
+/// token was granted twice.
+fn check_counter(tally: &LockTally) -> Result<(), String> {
+    let (acked, unknown) = (tally.acked.get(), tally.unknown.get());
+    let Some(last) = tally.last.get() else {
+        return Err("the counter was not read after the heal".into());
+    };
+    let tokens = tally.tokens.borrow();
+    let mut distinct = tokens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != tokens.len() {
+        return Err(format!("a fencing token was granted twice: {tokens:?}"));
+    }
+    if last < acked || last > acked + unknown {
+        return Err(format!(
+            "the counter is {last} after {acked} acknowledged increments ({unknown} unknown, \
+             {} fenced): two holders at once, or a lost increment",
+            tally.fenced.get()
+        ));
+    }
+    tracing::info!(
+        acked,
+        unknown,
+        fenced = tally.fenced.get(),
+        last,
+        "counter checked"
+    );
+    Ok(())
 }
 
 /// A read after the heal, retried while the cluster settles; its answer must be definite.

@@ -147,6 +147,38 @@ fn seeded_runs_with_message_and_disk_loss_stay_linearizable() {
     );
 }
 
+/// The default workload beside clients that increment a counter under a lock lease,
+/// fenced with its token, while nodes crash and partitions cut holders off: the counter
+/// must equal the acknowledged increments. `DFS_SIM_SEED`/`DFS_SIM_SEEDS`/`DFS_SIM_FIRST`
+/// as above.
+#[test]
+fn seeded_runs_with_locks_lose_no_increment() {
+    let config = SimConfig {
+        lockers: 3,
+        ..SimConfig::default()
+    };
+    let seeds = match env_u64("DFS_SIM_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => {
+            let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
+            first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
+        }
+    };
+    let (mut ops, mut increments, mut fenced, mut faults) = (0, 0, 0, 0);
+    let count = seeds.end - seeds.start;
+    for seed in seeds {
+        let report = run_with(seed, &config);
+        ops += report.ops;
+        increments += report.increments;
+        fenced += report.fenced;
+        faults += report.faults.len();
+    }
+    println!(
+        "{count} seeds with lockers: {ops} operations, {increments} fenced increments \
+         acknowledged, {fenced} refused for a stale token, {faults} fault events"
+    );
+}
+
 /// Seeds whose two runs [`a_seed_replays_exactly`] compares on every `cargo test`.
 const REPLAY_SEEDS: &[u64] = &[0, 1, 2];
 
