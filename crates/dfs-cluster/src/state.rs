@@ -652,6 +652,56 @@ mod test {
     }
 
     #[test]
+    fn tagged_lock_commands_answer_their_retries_the_first_answer() {
+        let mut s = three();
+        let tag = RequestTag {
+            client_id: 5,
+            seq: 1,
+        };
+        let acquire = MapCommand::Tagged {
+            tag,
+            command: Box::new(MapCommand::AcquireLock {
+                name: "f".into(),
+                mode: LockMode::Exclusive,
+                ttl_ms: 1000,
+            }),
+        };
+        let MapResponse::Locked(first) = s.apply(&acquire) else {
+            panic!("granted");
+        };
+        // The retry is its own grant again, not "held" (by itself) nor a second lease.
+        assert_eq!(s.apply(&acquire), MapResponse::Locked(first.clone()));
+        assert_eq!(s.locks.leases().count(), 1);
+        let other = MapCommand::AcquireLock {
+            name: "f".into(),
+            mode: LockMode::Shared,
+            ttl_ms: 1000,
+        };
+        assert!(matches!(s.apply(&other), MapResponse::LockHeld(_)));
+        let release = MapCommand::Tagged {
+            tag: RequestTag {
+                client_id: 5,
+                seq: 2,
+            },
+            command: Box::new(MapCommand::ReleaseLock { lease: first.lease }),
+        };
+        assert_eq!(s.apply(&release), MapResponse::Released);
+        assert_eq!(s.apply(&release), MapResponse::Released, "a retried unlock");
+        assert_eq!(
+            s.apply(&MapCommand::ReleaseLock { lease: first.lease }),
+            MapResponse::NotFound
+        );
+        assert_eq!(
+            s.apply(&MapCommand::ExpireLock {
+                lease: first.lease,
+                renewals: 0
+            }),
+            MapResponse::NotFound
+        );
+        assert!(matches!(s.apply(&other), MapResponse::Locked(_)));
+    }
+
+    #[test]
     fn membership() {
         let mut s = three();
         assert_eq!(s.up_nodes(), [1, 2, 3]);

@@ -157,8 +157,36 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
                 proptest::option::of("[a-z]{1,8}")
             )
                 .prop_map(|(entries, next)| Reply::Listing { entries, next }),
+            (
+                "[a-z]{1,8}",
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>()
+            )
+                .prop_map(|(name, exclusive, lease, token, ttl_ms, renewed)| {
+                    let mode = if exclusive {
+                        LockMode::Exclusive
+                    } else {
+                        LockMode::Shared
+                    };
+                    let grant = LockGrant {
+                        name,
+                        mode,
+                        lease,
+                        token,
+                        ttl_ms,
+                    };
+                    if renewed {
+                        Reply::Renewed(grant)
+                    } else {
+                        Reply::Locked(grant)
+                    }
+                }),
+            Just(Reply::Unlocked),
         ];
-    let error = (0usize..12, ".{0,30}").prop_map(|(i, message)| {
+    let error = (0usize..16, ".{0,30}").prop_map(|(i, message)| {
         let codes = [
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
@@ -172,6 +200,10 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             ErrorCode::ProtocolMismatch,
             ErrorCode::Internal,
             ErrorCode::NoSpace,
+            ErrorCode::LockHeld,
+            ErrorCode::Fenced,
+            ErrorCode::VersionMismatch,
+            ErrorCode::LeaseExpired,
         ];
         WireError::new(codes[i], message)
     });

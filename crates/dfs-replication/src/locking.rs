@@ -103,7 +103,11 @@ impl Engine {
             // Wake when this node applies something (a release, an expiry), or to ask
             // again; never past the deadline.
             let until = deadline.min(now + LOCK_RECHECK);
-            let _ = tokio::time::timeout_at(until, applied.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout_at(until, applied.changed()).await {
+                return Err(EngineError::Unavailable(
+                    "the cluster map stopped on this node".into(),
+                ));
+            }
         }
     }
 

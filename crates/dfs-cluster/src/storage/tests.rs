@@ -85,6 +85,18 @@ fn commands() -> Vec<MapCommand> {
             file_id: 12,
             replicas: vec![3, 1],
         },
+        // Lock leases are map state too: they persist and travel in snapshots.
+        MapCommand::AcquireLock {
+            name: "c".into(),
+            mode: dfs_proto::LockMode::Exclusive,
+            ttl_ms: 5000,
+        },
+        MapCommand::RenewLock { lease: 1 },
+        MapCommand::AcquireLock {
+            name: "b".into(),
+            mode: dfs_proto::LockMode::Shared,
+            ttl_ms: 5000,
+        },
     ]
 }
 
