@@ -10,5 +10,6 @@ mod harness;
 mod heal;
 mod history;
 mod library;
+mod locks;
 mod shell;
 mod util;
