@@ -1,8 +1,12 @@
 //! The command line: one clap definition serves the one-shot commands and the shell's lines.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use dfs_client::{Condition, LockMode};
+
+use crate::duration::parse_duration;
 
 /// The most random letters `write NAME --random N` makes: they are built in memory and printed.
 pub const RANDOM_LETTERS_MAX: u64 = 16 << 20;
@@ -62,6 +66,9 @@ pub enum Command {
         name: String,
         /// The local file to upload; `-` or nothing reads standard input.
         file: Option<PathBuf>,
+        /// Only if these hold.
+        #[command(flatten)]
+        cond: CondArgs,
     },
     /// Print a file's bytes (all of them by default) to standard output, as they are.
     #[command(alias = "cat")]
@@ -87,6 +94,9 @@ pub enum Command {
     Delete {
         /// The file's name.
         name: String,
+        /// Only if these hold.
+        #[command(flatten)]
+        cond: CondArgs,
     },
     /// List files (those whose name starts with PREFIX) with size and version.
     #[command(alias = "list")]
@@ -108,6 +118,19 @@ pub enum Command {
     /// Check every copy on every node against its checksum now; damaged copies are replaced
     /// by good ones from other replicas. Prints what each node found.
     Scrub,
+    /// Take a lock lease on NAME and print its lease id and fencing token. The lease lapses
+    /// after --ttl unless renewed; pass the token to writes with --fence.
+    Lock(LockArgs),
+    /// Renew a lease: it lasts its ttl again from now (fails once it has lapsed).
+    Renew {
+        /// The lease id `lock` printed.
+        lease: u64,
+    },
+    /// Release a lease (fails once it has lapsed).
+    Unlock {
+        /// The lease id `lock` printed.
+        lease: u64,
+    },
 }
 
 /// `write NAME TEXT` or `write NAME --random N`.
@@ -121,6 +144,65 @@ pub struct WriteArgs {
     /// Append N random lowercase letters instead, and print them (the seed's test mode).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=RANDOM_LETTERS_MAX))]
     pub random: Option<u64>,
+    /// Only if these hold.
+    #[command(flatten)]
+    pub cond: CondArgs,
+}
+
+/// `--fence TOKEN` and `--if-version V` of `write`, `put` and `delete`: what the file's
+/// primary requires before it changes anything (nothing is changed when they do not hold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Conditions")]
+pub struct CondArgs {
+    /// Only while the lock whose fencing token (from `lock`) is TOKEN has not been granted
+    /// to anyone else since.
+    #[arg(long, value_name = "TOKEN")]
+    pub fence: Option<u64>,
+    /// Only if the file is at version V (as `stat` shows it); 0: only if it does not exist.
+    #[arg(long, value_name = "V")]
+    pub if_version: Option<u64>,
+}
+
+impl CondArgs {
+    /// The library's condition for these flags.
+    pub fn condition(self) -> Condition {
+        let mut cond = Condition::NONE;
+        if let Some(token) = self.fence {
+            cond = cond.with_fence(token);
+        }
+        if let Some(version) = self.if_version {
+            cond = cond.with_version(version);
+        }
+        cond
+    }
+}
+
+/// `lock NAME [--shared] [--ttl D] [--wait D]`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LockArgs {
+    /// The name to lock (a file's name; the file need not exist).
+    pub name: String,
+    /// Share the lock with other shared holders (exclusive by default).
+    #[arg(long)]
+    pub shared: bool,
+    /// How long the lease lasts unless renewed: a number with a unit (`500ms`, `10s`, `2m`,
+    /// `1h`; a bare number is seconds).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// How long to wait while others hold the lock, as for --ttl (0s: fail at once).
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+impl LockArgs {
+    /// Shared or exclusive.
+    pub fn mode(&self) -> LockMode {
+        if self.shared {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        }
+    }
 }
 
 /// One line typed into the shell.
@@ -258,7 +340,8 @@ mod test {
             Command::Write(WriteArgs {
                 name: name("f"),
                 text: Some(name("hello world")),
-                random: None
+                random: None,
+                cond: CondArgs::default()
             })
         );
         assert_eq!(
@@ -266,7 +349,8 @@ mod test {
             Command::Write(WriteArgs {
                 name: name("f"),
                 text: None,
-                random: Some(40)
+                random: Some(40),
+                cond: CondArgs::default()
             })
         );
         assert_eq!(
@@ -274,28 +358,32 @@ mod test {
             Command::Write(WriteArgs {
                 name: name("f"),
                 text: Some(name("--not-a-flag")),
-                random: None
+                random: None,
+                cond: CondArgs::default()
             })
         );
         assert_eq!(
             op(&["put", "f"]),
             Command::Put {
                 name: name("f"),
-                file: None
+                file: None,
+                cond: CondArgs::default()
             }
         );
         assert_eq!(
             op(&["put", "f", "-"]),
             Command::Put {
                 name: name("f"),
-                file: Some(PathBuf::from("-"))
+                file: Some(PathBuf::from("-")),
+                cond: CondArgs::default()
             }
         );
         assert_eq!(
             op(&["put", "f", "local.bin"]),
             Command::Put {
                 name: name("f"),
-                file: Some(PathBuf::from("local.bin"))
+                file: Some(PathBuf::from("local.bin")),
+                cond: CondArgs::default()
             }
         );
         assert_eq!(
@@ -329,8 +417,20 @@ mod test {
                 file: PathBuf::from("out.bin")
             }
         );
-        assert_eq!(op(&["delete", "f"]), Command::Delete { name: name("f") });
-        assert_eq!(op(&["rm", "f"]), Command::Delete { name: name("f") });
+        assert_eq!(
+            op(&["delete", "f"]),
+            Command::Delete {
+                name: name("f"),
+                cond: CondArgs::default()
+            }
+        );
+        assert_eq!(
+            op(&["rm", "f"]),
+            Command::Delete {
+                name: name("f"),
+                cond: CondArgs::default()
+            }
+        );
         assert_eq!(op(&["ls"]), Command::Ls { prefix: None });
         assert_eq!(
             op(&["ls", "logs/"]),
@@ -342,6 +442,73 @@ mod test {
         assert_eq!(op(&["table"]), Command::Table);
         assert_eq!(op(&["scrub"]), Command::Scrub);
         assert_eq!(op(&["status"]), Command::Status);
+    }
+
+    #[test]
+    fn lock_commands_parse() {
+        let lock = |name: &str, shared, ttl_ms, wait_ms| {
+            Command::Lock(LockArgs {
+                name: name.to_owned(),
+                shared,
+                ttl: Duration::from_millis(ttl_ms),
+                wait: Duration::from_millis(wait_ms),
+            })
+        };
+        assert_eq!(op(&["lock", "f"]), lock("f", false, 10_000, 0));
+        assert_eq!(
+            op(&["lock", "f", "--shared", "--ttl", "500ms", "--wait", "2m"]),
+            lock("f", true, 500, 120_000)
+        );
+        assert_eq!(
+            op(&["lock", "--wait=5", "f"]),
+            lock("f", false, 10_000, 5000)
+        );
+        match op(&["lock", "f", "--shared"]) {
+            Command::Lock(args) => assert_eq!(args.mode(), LockMode::Shared),
+            other => panic!("{other:?}"),
+        }
+        match op(&["lock", "f"]) {
+            Command::Lock(args) => assert_eq!(args.mode(), LockMode::Exclusive),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(op(&["renew", "17"]), Command::Renew { lease: 17 });
+        assert_eq!(op(&["unlock", "17"]), Command::Unlock { lease: 17 });
+    }
+
+    #[test]
+    fn conditions_parse() {
+        let cond = |fence, if_version| CondArgs { fence, if_version };
+        assert_eq!(
+            op(&["write", "f", "x", "--fence", "42"]),
+            Command::Write(WriteArgs {
+                name: name("f"),
+                text: Some(name("x")),
+                random: None,
+                cond: cond(Some(42), None),
+            })
+        );
+        assert_eq!(
+            op(&["put", "f", "-", "--if-version", "0", "--fence", "7"]),
+            Command::Put {
+                name: name("f"),
+                file: Some(PathBuf::from("-")),
+                cond: cond(Some(7), Some(0)),
+            }
+        );
+        assert_eq!(
+            op(&["delete", "f", "--if-version", "3"]),
+            Command::Delete {
+                name: name("f"),
+                cond: cond(None, Some(3)),
+            }
+        );
+        assert_eq!(CondArgs::default().condition(), Condition::NONE);
+        assert_eq!(cond(Some(9), None).condition(), Condition::fenced(9));
+        assert_eq!(cond(None, Some(0)).condition(), Condition::if_version(0));
+        assert_eq!(
+            cond(Some(9), Some(4)).condition(),
+            Condition::fenced(9).with_version(4)
+        );
     }
 
     #[test]
@@ -404,6 +571,25 @@ mod test {
             ErrorKind::ValueValidation
         );
         assert_eq!(kind(&["get", "f"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["lock"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["lock", "f", "--ttl", "10 days"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["lock", "f", "--wait", "1.5s"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["renew"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["unlock", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["put", "f", "--fence", "-1"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            kind(&["delete", "f", "--if-version", "v2"]),
+            ErrorKind::ValueValidation
+        );
         assert_eq!(kind(&["stat", "a", "b"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["frobnicate"]), ErrorKind::InvalidSubcommand);
         assert_eq!(kind(&["exit"]), ErrorKind::InvalidSubcommand, "shell-only");
@@ -432,6 +618,7 @@ mod test {
                     name: name("test_synchronization.txt"),
                     text: None,
                     random: Some(40),
+                    cond: CondArgs::default(),
                 }),
             ),
             (
@@ -446,6 +633,7 @@ mod test {
                 "delete test_synchronization.txt",
                 Command::Delete {
                     name: name("test_synchronization.txt"),
+                    cond: CondArgs::default(),
                 },
             ),
             (
@@ -454,6 +642,7 @@ mod test {
                     name: name("file1"),
                     text: None,
                     random: Some(5),
+                    cond: CondArgs::default(),
                 }),
             ),
             ("table", Command::Table),
@@ -467,7 +656,8 @@ mod test {
                 Command::Write(WriteArgs {
                     name: name("my notes/a b.txt"),
                     text: Some(name("hello world")),
-                    random: None
+                    random: None,
+                    cond: CondArgs::default()
                 }),
                 false
             )
@@ -476,7 +666,8 @@ mod test {
             shell_op("put f local.bin").0,
             Command::Put {
                 name: name("f"),
-                file: Some(PathBuf::from("local.bin"))
+                file: Some(PathBuf::from("local.bin")),
+                cond: CondArgs::default()
             }
         );
         assert_eq!(
@@ -501,6 +692,32 @@ mod test {
             (Command::Stat { name: name("f") }, true)
         );
         assert_eq!(shell_op("status --json"), (Command::Status, true));
+        assert_eq!(
+            shell_op("lock counter --ttl 30s --wait 1s --json"),
+            (
+                Command::Lock(LockArgs {
+                    name: name("counter"),
+                    shared: false,
+                    ttl: Duration::from_secs(30),
+                    wait: Duration::from_secs(1),
+                }),
+                true
+            )
+        );
+        assert_eq!(shell_op("renew 5"), (Command::Renew { lease: 5 }, false));
+        assert_eq!(shell_op("unlock 5"), (Command::Unlock { lease: 5 }, false));
+        assert_eq!(
+            shell_op("write counter 2 --fence 12").0,
+            Command::Write(WriteArgs {
+                name: name("counter"),
+                text: Some(name("2")),
+                random: None,
+                cond: CondArgs {
+                    fence: Some(12),
+                    if_version: None
+                },
+            })
+        );
     }
 
     #[test]
@@ -537,7 +754,7 @@ mod test {
         let help = ShellLine::command().render_help().to_string();
         for cmd in [
             "create", "write", "put", "read", "get", "delete", "ls", "stat", "table", "status",
-            "scrub", "exit", "help",
+            "scrub", "lock", "renew", "unlock", "exit", "help",
         ] {
             assert!(help.contains(cmd), "{cmd} missing from\n{help}");
         }

@@ -4,11 +4,11 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use dfs_client::{Client, ReadStream, WriteAck};
+use dfs_client::{Client, Condition, ReadStream, WriteAck};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use crate::cli::{Command, WriteArgs};
+use crate::cli::{Command, LockArgs, WriteArgs};
 use crate::output;
 use crate::progress::Progress;
 
@@ -33,7 +33,12 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 || output::created_text(&info),
             )
         }
-        Command::Write(WriteArgs { name, text, random }) => {
+        Command::Write(WriteArgs {
+            name,
+            text,
+            random,
+            cond,
+        }) => {
             let (data, letters) = match (text, random) {
                 (_, Some(n)) => {
                     let letters = random_letters(n);
@@ -43,7 +48,7 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 (None, None) => bail!("write needs TEXT or --random N"),
             };
             let bytes = data.len() as u64;
-            let ack = client.append(&name, data).await?;
+            let ack = client.append_if(&name, data, cond.condition()).await?;
             emit(
                 json,
                 || output::write_json(&name, &ack, letters.as_deref()),
@@ -57,8 +62,8 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 },
             )
         }
-        Command::Put { name, file } => {
-            let ack = put(session, &name, file).await?;
+        Command::Put { name, file, cond } => {
+            let ack = put(session, &name, file, cond.condition()).await?;
             emit(
                 json,
                 || output::write_json(&name, &ack, None),
@@ -80,8 +85,8 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 },
             )
         }
-        Command::Delete { name } => {
-            client.delete(&name).await?;
+        Command::Delete { name, cond } => {
+            client.delete_if(&name, cond.condition()).await?;
             emit(
                 json,
                 || output::delete_json(&name),
@@ -126,6 +131,33 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 json,
                 || output::scrub_json(&reports),
                 || output::scrub_text(&reports),
+            )
+        }
+        Command::Lock(args) => {
+            let LockArgs {
+                name, ttl, wait, ..
+            } = &args;
+            let grant = client.lock(name, args.mode(), *ttl, *wait).await?;
+            emit(
+                json,
+                || output::lock_json(&grant),
+                || output::lock_text("locked", &grant),
+            )
+        }
+        Command::Renew { lease } => {
+            let grant = client.renew(lease).await?;
+            emit(
+                json,
+                || output::lock_json(&grant),
+                || output::lock_text("renewed", &grant),
+            )
+        }
+        Command::Unlock { lease } => {
+            client.unlock(lease).await?;
+            emit(
+                json,
+                || output::unlock_json(lease),
+                || format!("unlocked lease {lease}\n"),
             )
         }
     }
@@ -187,8 +219,13 @@ pub fn random_letters(n: u64) -> String {
         .collect()
 }
 
-/// `put`: streams a local file or standard input as the new content.
-async fn put(session: &Session, name: &str, file: Option<PathBuf>) -> anyhow::Result<WriteAck> {
+/// `put`: streams a local file or standard input as the new content, if `cond` holds.
+async fn put(
+    session: &Session,
+    name: &str,
+    file: Option<PathBuf>,
+    cond: Condition,
+) -> anyhow::Result<WriteAck> {
     let client = &session.client;
     match file.filter(|p| p.as_os_str() != "-") {
         Some(path) => {
@@ -203,7 +240,7 @@ async fn put(session: &Session, name: &str, file: Option<PathBuf>) -> anyhow::Re
                 bail!("cannot upload {}: it is a directory", path.display());
             }
             let size = meta.is_file().then_some(meta.len());
-            Ok(upload(client, name, f, size).await?)
+            Ok(upload(client, name, f, size, cond).await?)
         }
         None if session.in_shell => {
             bail!("put reads standard input only as a one-shot command; give a FILE in the shell")
@@ -213,9 +250,9 @@ async fn put(session: &Session, name: &str, file: Option<PathBuf>) -> anyhow::Re
             let reader = tokio::io::stdin();
             if io::stdin().is_terminal() {
                 // Someone is typing: a spinner would only get in the way.
-                Ok(client.put_stream(name, reader).await?)
+                Ok(client.put_stream_if(name, reader, cond).await?)
             } else {
-                Ok(upload(client, name, reader, size).await?)
+                Ok(upload(client, name, reader, size, cond).await?)
             }
         }
     }
@@ -226,6 +263,7 @@ async fn upload<R>(
     name: &str,
     reader: R,
     size: Option<u64>,
+    cond: Condition,
 ) -> Result<WriteAck, dfs_client::ClientError>
 where
     R: AsyncRead + Unpin,
@@ -233,10 +271,10 @@ where
     match Progress::new(&format!("put {name}"), size) {
         Some(progress) => {
             client
-                .put_stream(name, progress.bar().wrap_async_read(reader))
+                .put_stream_if(name, progress.bar().wrap_async_read(reader), cond)
                 .await
         }
-        None => client.put_stream(name, reader).await,
+        None => client.put_stream_if(name, reader, cond).await,
     }
 }
 

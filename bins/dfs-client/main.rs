@@ -7,7 +7,8 @@
 //!
 //! A thin layer over the `dfs-client` library: [`cli`] parses (one clap definition serves
 //! one-shot commands and shell lines), [`commands`] calls the library, [`output`] shapes
-//! text and JSON, [`progress`] draws bars for long transfers, [`shell`] reads lines.
+//! text and JSON, [`progress`] draws bars for long transfers, [`shell`] reads lines;
+//! [`duration`] reads `--ttl` and `--wait` as `dfs-server` reads its durations.
 //!
 //! Exit status: 0 on success; 1 with one `error: MESSAGE` line on stderr when a command
 //! fails; 2 for a usage error (clap's). Logs go to stderr, filtered by `RUST_LOG` (default
@@ -15,6 +16,8 @@
 
 mod cli;
 mod commands;
+#[path = "../shared/duration.rs"]
+mod duration;
 mod output;
 mod progress;
 mod shell;

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use dfs_client::{ClusterStatus, FileInfo, ListEntry, ScrubReport, TableEntry, WriteAck};
+use dfs_client::{
+    ClusterStatus, FileInfo, ListEntry, LockGrant, ScrubReport, TableEntry, WriteAck,
+};
 use serde_json::{Value, json};
 
 /// A CRC-32C as scripts compare it: 8 lower-case hex digits.
@@ -89,6 +91,47 @@ pub fn delete_json(name: &str) -> Value {
 /// `get`: where the file went and how many bytes it got.
 pub fn get_json(name: &str, file: &str, bytes: u64) -> Value {
     json!({ "name": name, "file": file, "bytes": bytes })
+}
+
+/// `lock` and `renew`: the lease, with the fencing token to pass to writes (`--fence`).
+pub fn lock_json(grant: &LockGrant) -> Value {
+    json!({
+        "name": grant.name,
+        "mode": grant.mode.as_str(),
+        "lease": grant.lease,
+        "token": grant.token,
+        "ttl_ms": grant.ttl_ms,
+    })
+}
+
+/// `unlock`.
+pub fn unlock_json(lease: u64) -> Value {
+    json!({ "lease": lease, "unlocked": true })
+}
+
+/// `lock` and `renew`, for people:
+/// `locked counter (exclusive, ttl 10s): lease 3, fencing token 7`.
+pub fn lock_text(verb: &str, grant: &LockGrant) -> String {
+    format!(
+        "{verb} {} ({}, ttl {}): lease {}, fencing token {}\n",
+        grant.name,
+        grant.mode.as_str(),
+        format_duration(grant.ttl_ms),
+        grant.lease,
+        grant.token
+    )
+}
+
+/// A duration of milliseconds exactly, in the largest unit the duration flags take that
+/// divides it: `500ms`, `10s`, `2m`, `1h`.
+pub fn format_duration(ms: u64) -> String {
+    match ms {
+        0 => "0s".to_owned(),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
 }
 
 /// Node ids as `1,2`.
@@ -714,6 +757,48 @@ mod test {
             created_text(&info()),
             "created notes/today.txt (replicas 2,3)\n"
         );
+    }
+
+    #[test]
+    fn lock_shapes() {
+        use dfs_client::LockMode;
+        let grant = LockGrant {
+            name: "counter".into(),
+            mode: LockMode::Exclusive,
+            lease: 3,
+            token: 7,
+            ttl_ms: 10_000,
+        };
+        assert_eq!(
+            lock_json(&grant),
+            json!({ "name": "counter", "mode": "exclusive", "lease": 3, "token": 7, "ttl_ms": 10_000 })
+        );
+        assert_eq!(
+            lock_text("locked", &grant),
+            "locked counter (exclusive, ttl 10s): lease 3, fencing token 7\n"
+        );
+        let shared = LockGrant {
+            mode: LockMode::Shared,
+            ttl_ms: 1500,
+            ..grant
+        };
+        assert_eq!(lock_json(&shared)["mode"], "shared");
+        assert_eq!(
+            lock_text("renewed", &shared),
+            "renewed counter (shared, ttl 1500ms): lease 3, fencing token 7\n"
+        );
+        assert_eq!(unlock_json(3), json!({ "lease": 3, "unlocked": true }));
+    }
+
+    #[test]
+    fn durations_print_exactly() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(500), "500ms");
+        assert_eq!(format_duration(1500), "1500ms");
+        assert_eq!(format_duration(10_000), "10s");
+        assert_eq!(format_duration(90_000), "90s");
+        assert_eq!(format_duration(120_000), "2m");
+        assert_eq!(format_duration(86_400_000), "24h");
     }
 
     #[test]

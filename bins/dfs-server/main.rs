@@ -10,6 +10,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use dfs::node::{Node, NodeConfig, parse_cluster};
 
+use crate::duration::parse_duration;
+
+#[path = "../shared/duration.rs"]
+mod duration;
+
 /// A replicated distributed file store node.
 #[derive(Parser, Debug)]
 #[command(
@@ -200,33 +205,6 @@ fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
-/// A duration flag: digits and a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`, `5m`); a
-/// bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m or 1h"))?;
-    let ms_per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    n.checked_mul(ms_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -240,28 +218,6 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ok = |s: &str| parse_duration(s).expect(s);
-        assert_eq!(ok("500ms"), Duration::from_millis(500));
-        assert_eq!(ok("30s"), Duration::from_secs(30));
-        assert_eq!(ok("30"), Duration::from_secs(30));
-        assert_eq!(ok("0s"), Duration::ZERO);
-        assert_eq!(ok("5m"), Duration::from_secs(300));
-        assert_eq!(ok("1h"), Duration::from_secs(3600));
-        for bad in [
-            "",
-            "s",
-            "1.5s",
-            "-1s",
-            "10 days",
-            "5x",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_flag_reaches_the_node_config() {

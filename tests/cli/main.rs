@@ -11,5 +11,6 @@ mod heal;
 mod history;
 mod library;
 mod lock_faults;
+mod locks;
 mod shell;
 mod util;
