@@ -158,7 +158,8 @@ pub struct CondArgs {
     /// to anyone else since.
     #[arg(long, value_name = "TOKEN")]
     pub fence: Option<u64>,
-    /// Only if the file is at version V (as `stat` shows it); 0: only if it does not exist.
+    /// Only if the file is at version V (as `stat` shows it); 0: only if it does not exist
+    /// (or was created and never written).
     #[arg(long, value_name = "V")]
     pub if_version: Option<u64>,
 }
