@@ -2,6 +2,7 @@
 //! `dfs-client` binary and by the client library.
 
 mod bad_input;
+mod bench;
 mod cli;
 mod cluster;
 mod crash;

@@ -1,0 +1,1164 @@
+//! `dfs-bench`: a load generator for dfs; how fast a cluster serves the workloads that
+//! matter, measured through the client library ([`dfs::client::Client`]) as an application
+//! would use it.
+//!
+//! It drives a running cluster (`--servers`, default `$DFS_SERVERS`), or with `--spawn`
+//! starts three real `dfs-server` processes of its own (the binary next to this one, or
+//! `--server`) on free loopback ports in a fresh temporary directory, with replication
+//! factor 2 and fsync on (the defaults), and stops them and removes their data when it ends
+//! (on an error or Ctrl-C too).
+//!
+//! # Workloads
+//! Each runs with `--clients` concurrent clients for `--duration` (or for `--ops`
+//! operations), after a `--warmup` whose operations are not counted; `SIZE` is `--size`
+//! (4 KiB by default).
+//!
+//! - `append`: durable appends of SIZE bytes, each to one of `--files` files at random
+//!   (acknowledged only once on R disks: fsync on);
+//! - `put`: puts of SIZE bytes, each to a new file;
+//! - `read`: linearizable reads of SIZE bytes, each of one of `--files` files written
+//!   before the workload starts;
+//! - `mix`: 90% reads as in `read`, 10% appends of SIZE bytes to the same files (reads
+//!   read each file's first SIZE bytes, which appends leave alone);
+//! - `small-files`: the small-file cycle, `--small-files` times in all (2,000 by
+//!   default; not timed by `--duration`): create a file, append SIZE bytes, read it back,
+//!   delete it; one cycle is one operation;
+//! - `big`: one put of `--big-size` bytes (1 GiB by default) streamed with
+//!   `Client::put_stream`, then one get of it streamed with `Client::read_to` into a sink
+//!   that checks it; reported as `big-put` and `big-get`, one operation each;
+//! - `latency`: one client, sequential appends of SIZE bytes to one file.
+//!
+//! # Clients
+//! A client is a task that sends one operation, waits for its answer, and sends the next
+//! (a closed loop). By default every client has its own [`Client`], hence its own TCP
+//! connection to a node picked at random, as independent application processes would;
+//! `--connections N` shares N `Client`s among the tasks instead (a `Client` pipelines
+//! the requests of its clones over its one connection), which measures what pipelining
+//! buys.
+//!
+//! # What it reports
+//! Per workload: operations completed, errors, operations per second and MB/s (payload
+//! bytes written and read, 10^6 bytes per MB) over the workload's wall-clock time,
+//! latency p50, p99, p99.9 and the maximum (an HDR histogram of successful operations,
+//! microsecond resolution, 3 significant digits), and each server's peak RSS (`VmHWM` of
+//! `/proc/PID/status`; with `--servers`, only for the processes given with
+//! `--server-pids`). The peak is reset (`/proc/PID/clear_refs`) before each workload where
+//! the system allows it, so it is that workload's; where it does not, it is the peak since
+//! the process started, and flagged so. As an aligned table, or with `--json` one JSON
+//! object on stdout.
+//!
+//! Every read is checked against the bytes written (each payload carries its operation's
+//! number, so a stale or misplaced answer differs): a mismatch counts as an error, never
+//! as an operation. A failed operation (after the client library's own retries) is
+//! counted as an error and the workload goes on.
+//!
+//! The files it writes are under a fresh prefix `bench-PID-MILLIS/`; with `--servers`
+//! they are deleted at the end unless `--keep`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use dfs::client::{Client, ClientConfig};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+#[path = "../shared/cluster.rs"]
+mod cluster;
+#[path = "../shared/duration.rs"]
+mod duration;
+
+use cluster::{Cluster, IDS, default_server};
+use duration::parse_duration;
+
+/// The longest latency the histograms hold: one hour, in microseconds.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// The block the big file's content repeats (each copy stamped with its index).
+const BLOCK: usize = 1 << 20;
+/// Share of reads in `mix`, in percent.
+const MIX_READ_PERCENT: u64 = 90;
+
+/// A load generator for dfs: throughput, latency and server memory per workload.
+#[derive(Parser, Debug)]
+#[command(name = "dfs-bench", version, about)]
+struct Cli {
+    /// Nodes of a running cluster, `HOST:PORT,...` (ignored with `--spawn`).
+    #[arg(long, env = "DFS_SERVERS", value_name = "ADDRS")]
+    servers: Option<String>,
+    /// Start three `dfs-server` processes on loopback (R = 2, fsync on) for the run.
+    #[arg(long)]
+    spawn: bool,
+    /// The `dfs-server` binary for `--spawn` [default: the one next to this program].
+    #[arg(long, value_name = "PATH")]
+    server: Option<PathBuf>,
+    /// Process ids of the servers of `--servers`, for their peak RSS.
+    #[arg(long, value_name = "PIDS", value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// Workloads to run, comma-separated: append, put, read, mix, small-files, big,
+    /// latency, or all.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    workload: Vec<Workload>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// `Client`s (connections) the clients share [default: one per client].
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
+    /// How long each timed workload runs (`500ms`, `10s`, `2m`).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Run each timed workload for this many operations instead of `--duration`.
+    #[arg(long, value_name = "N")]
+    ops: Option<u64>,
+    /// Uncounted operations before each timed workload, for this long.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Files the `append`, `read` and `mix` workloads spread over.
+    #[arg(long, default_value_t = 1000)]
+    files: u64,
+    /// Bytes per operation (`4096`, `4KiB`, `1MiB`; K, M, G are powers of 1024).
+    #[arg(long, value_parser = parse_size, default_value = "4KiB")]
+    size: u64,
+    /// Cycles of the `small-files` workload.
+    #[arg(long, default_value_t = 2000)]
+    small_files: u64,
+    /// Size of the `big` workload's file.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    big_size: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the spawned cluster's data and logs, or with `--servers` the files written.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Append,
+    Put,
+    Read,
+    Mix,
+    SmallFiles,
+    Big,
+    Latency,
+    All,
+}
+
+/// The order `all` runs them in.
+const ALL: [Workload; 7] = [
+    Workload::Append,
+    Workload::Put,
+    Workload::Read,
+    Workload::Mix,
+    Workload::SmallFiles,
+    Workload::Big,
+    Workload::Latency,
+];
+
+/// Parses a byte count: digits and an optional unit, `B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 4096, 4KiB, 256MiB or 1GiB"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("unknown unit in {text:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if cli.clients == 0 || cli.connections == Some(0) {
+        bail!("--clients and --connections must be at least 1");
+    }
+    if cli.size == 0 || cli.big_size == 0 {
+        bail!("--size and --big-size must be at least 1 byte");
+    }
+    if cli.files == 0 {
+        bail!("--files must be at least 1");
+    }
+    let mut workloads = Vec::new();
+    for w in &cli.workload {
+        let add: &[Workload] = if *w == Workload::All { &ALL } else { &[*w] };
+        for w in add {
+            if !workloads.contains(w) {
+                workloads.push(*w);
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut cluster = None;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(&cli, &workloads, &mut cluster) => r,
+            r = tokio::signal::ctrl_c() => {
+                r.context("cannot watch SIGINT")?;
+                bail!("interrupted")
+            }
+        }
+    });
+    if result.is_err()
+        && let Some(c) = &cluster
+    {
+        c.print_log_tails();
+    }
+    // Stops the spawned servers and removes their data.
+    drop(cluster);
+    drop(runtime);
+    let report = result?;
+    if cli.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// One server process whose memory is watched.
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    node: Option<u64>,
+    pid: u32,
+}
+
+/// What the run used, for the report.
+struct Setup {
+    mode: &'static str,
+    servers: Vec<String>,
+    replication_factor: Option<u32>,
+    fsync: Option<bool>,
+    connections: usize,
+    started_unix_ms: u128,
+}
+
+async fn run(
+    cli: &Cli,
+    workloads: &[Workload],
+    slot: &mut Option<Cluster>,
+) -> anyhow::Result<Report> {
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let (servers, procs, mode) = if cli.spawn {
+        let server = match &cli.server {
+            Some(path) => path.clone(),
+            None => default_server()?,
+        };
+        let cluster = slot.insert(Cluster::new(server, "dfs-bench", cli.keep)?);
+        cluster.start().await?;
+        let procs = cluster
+            .pids()
+            .into_iter()
+            .map(|(id, pid)| Proc {
+                node: Some(id),
+                pid,
+            })
+            .collect::<Vec<_>>();
+        eprintln!(
+            "three dfs-server processes on {} (R = {}, fsync on), data in {}",
+            cluster.servers(&IDS).join(", "),
+            cluster::REPLICATION,
+            cluster.root.display()
+        );
+        (cluster.servers(&IDS), procs, "spawn")
+    } else {
+        let Some(list) = &cli.servers else {
+            bail!("give --servers HOST:PORT,... (or set DFS_SERVERS), or --spawn");
+        };
+        let servers = ClientConfig::from_list(list).servers;
+        if servers.is_empty() {
+            bail!("--servers names no address");
+        }
+        let procs = cli
+            .server_pids
+            .iter()
+            .map(|&pid| Proc { node: None, pid })
+            .collect();
+        (servers, procs, "servers")
+    };
+    let connections = cli.connections.unwrap_or(cli.clients).min(cli.clients);
+    let pool =
+        futures::future::try_join_all((0..connections).map(|_| Client::connect(servers.clone())))
+            .await
+            .context("cannot connect to the cluster")?;
+    let status = pool[0].status().await.context("status of the cluster")?;
+    let setup = Setup {
+        mode,
+        servers,
+        replication_factor: Some(status.replication_factor),
+        fsync: cli.spawn.then_some(true),
+        connections,
+        started_unix_ms,
+    };
+    let prefix = format!("bench-{}-{started_unix_ms}", std::process::id());
+    let mut bench = Bench {
+        cli,
+        pool,
+        procs,
+        prefix,
+        counter: Arc::new(AtomicU64::new(0)),
+        data: Payload::new(cli.size),
+        prepared: None,
+    };
+    let mut results = Vec::new();
+    for &w in workloads {
+        results.extend(bench.workload(w).await?);
+    }
+    if !cli.spawn && !cli.keep {
+        bench.clean_up().await;
+    }
+    Ok(Report {
+        setup,
+        cli_clients: cli.clients,
+        size: cli.size,
+        results,
+        duration: cli.ops.is_none().then_some(cli.duration),
+        ops: cli.ops,
+        warmup: cli.warmup,
+        files: cli.files,
+        small_files: cli.small_files,
+        big_size: cli.big_size,
+    })
+}
+
+/// Content of SIZE-byte payloads: a fixed pseudo-random block, its first 8 bytes replaced
+/// by a number (the operation's or the file's), so two payloads differ.
+#[derive(Clone)]
+struct Payload {
+    base: Arc<Vec<u8>>,
+}
+
+impl Payload {
+    fn new(size: u64) -> Payload {
+        Payload {
+            base: Arc::new(pseudo_random(size as usize, 0x5eed)),
+        }
+    }
+
+    fn stamped(&self, n: u64) -> Bytes {
+        let mut v = self.base.as_ref().clone();
+        let stamp = n.to_le_bytes();
+        let k = v.len().min(stamp.len());
+        v[..k].copy_from_slice(&stamp[..k]);
+        Bytes::from(v)
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// xorshift64*: cheap, good enough to pick files.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Counts of one task, or of a whole workload once merged.
+struct Stats {
+    ops: u64,
+    errors: u64,
+    bytes: u64,
+    hist: Histogram<u64>,
+    first_error: Option<String>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            ops: 0,
+            errors: 0,
+            bytes: 0,
+            hist: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds"),
+            first_error: None,
+        }
+    }
+
+    fn ok(&mut self, took: Duration, bytes: u64) {
+        self.ops += 1;
+        self.bytes += bytes;
+        let us = (took.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        self.hist.saturating_record(us);
+    }
+
+    fn err(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.bytes += other.bytes;
+        self.hist.add(&other.hist).expect("same bounds");
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// When the tasks of a workload stop taking new operations.
+#[derive(Clone, Copy)]
+enum End {
+    At(Instant),
+    /// At this value of the operation counter.
+    Count(u64),
+}
+
+/// One workload's figures.
+struct Outcome {
+    workload: &'static str,
+    stats: Stats,
+    elapsed: Duration,
+    clients: usize,
+    rss: Vec<Rss>,
+}
+
+/// A server's peak RSS over a workload.
+struct Rss {
+    proc_: Proc,
+    bytes: Option<u64>,
+    /// The peak could not be reset: it is the peak since the process started.
+    since_start: bool,
+}
+
+/// Boxed future of one operation: the payload bytes it moved, or what went wrong.
+type OpFuture = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
+/// One operation: given a client, the operation's number and the task's random numbers.
+type OpFn = Arc<dyn Fn(Client, u64, &mut Rng) -> OpFuture + Send + Sync>;
+
+struct Bench<'a> {
+    cli: &'a Cli,
+    pool: Vec<Client>,
+    procs: Vec<Proc>,
+    prefix: String,
+    /// Numbers operations across the whole run, so names and stamps never repeat.
+    counter: Arc<AtomicU64>,
+    data: Payload,
+    /// The files `read` and `mix` read: their names and contents (written once).
+    prepared: Option<Arc<Vec<(String, Bytes)>>>,
+}
+
+impl Bench<'_> {
+    async fn workload(&mut self, w: Workload) -> anyhow::Result<Vec<Outcome>> {
+        let cli = self.cli;
+        let (size, files) = (cli.size, cli.files);
+        let name = match w {
+            Workload::Append => "append",
+            Workload::Put => "put",
+            Workload::Read => "read",
+            Workload::Mix => "mix",
+            Workload::SmallFiles => "small-files",
+            Workload::Big => "big",
+            Workload::Latency => "latency",
+            Workload::All => unreachable!("expanded"),
+        };
+        eprintln!("{name}: running");
+        let prefix = self.prefix.clone();
+        let data = self.data.clone();
+        let op: OpFn = match w {
+            Workload::Append => Arc::new(move |c, i, rng| {
+                let file = format!("{prefix}/append/{}", rng.below(files));
+                let body = data.stamped(i);
+                Box::pin(async move {
+                    c.append(&file, body).await.map_err(|e| e.to_string())?;
+                    Ok(size)
+                })
+            }),
+            Workload::Put => Arc::new(move |c, i, _| {
+                let file = format!("{prefix}/put/{i}");
+                let body = data.stamped(i);
+                Box::pin(async move {
+                    c.put(&file, body).await.map_err(|e| e.to_string())?;
+                    Ok(size)
+                })
+            }),
+            Workload::Read | Workload::Mix => {
+                let prepared = self.prepare().await?;
+                let mix = w == Workload::Mix;
+                Arc::new(move |c, i, rng| {
+                    let (file, want) = prepared[rng.below(files) as usize].clone();
+                    if mix && rng.below(100) >= MIX_READ_PERCENT {
+                        let body = data.stamped(i);
+                        Box::pin(async move {
+                            c.append(&file, body).await.map_err(|e| e.to_string())?;
+                            Ok(size)
+                        })
+                    } else {
+                        Box::pin(async move { read_checked(&c, &file, &want).await })
+                    }
+                })
+            }
+            Workload::SmallFiles => Arc::new(move |c, i, _| {
+                let file = format!("{prefix}/small/{i}");
+                let body = data.stamped(i);
+                Box::pin(async move { small_file_cycle(&c, &file, body).await })
+            }),
+            Workload::Latency => {
+                let file = format!("{prefix}/latency");
+                Arc::new(move |c, i, _| {
+                    let (file, body) = (file.clone(), data.stamped(i));
+                    Box::pin(async move {
+                        c.append(&file, body).await.map_err(|e| e.to_string())?;
+                        Ok(size)
+                    })
+                })
+            }
+            Workload::Big => return self.big().await,
+            Workload::All => unreachable!("expanded"),
+        };
+        let clients = if w == Workload::Latency {
+            1
+        } else {
+            cli.clients
+        };
+        let end = if w == Workload::SmallFiles {
+            End::Count(self.counter.load(Ordering::Relaxed) + cli.small_files)
+        } else {
+            if !cli.warmup.is_zero() {
+                self.drive(clients, End::At(Instant::now() + cli.warmup), &op)
+                    .await;
+            }
+            match cli.ops {
+                Some(n) => End::Count(self.counter.load(Ordering::Relaxed) + n),
+                None => End::At(Instant::now() + cli.duration),
+            }
+        };
+        let resets = self.reset_peaks();
+        let (stats, elapsed) = self.drive(clients, end, &op).await;
+        let rss = self.peaks(&resets);
+        Ok(vec![Outcome {
+            workload: name,
+            stats,
+            elapsed,
+            clients,
+            rss,
+        }])
+    }
+
+    /// Runs `op` on `clients` tasks until `end`; their merged counts and the wall-clock time.
+    async fn drive(&self, clients: usize, end: End, op: &OpFn) -> (Stats, Duration) {
+        let started = Instant::now();
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let tasks: Vec<_> = (0..clients)
+            .map(|k| {
+                let client = self.pool[k % self.pool.len()].clone();
+                let (op, counter) = (op.clone(), self.counter.clone());
+                let mut rng = Rng((seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
+                tokio::spawn(async move {
+                    let mut stats = Stats::new();
+                    loop {
+                        let i = counter.fetch_add(1, Ordering::Relaxed);
+                        let over = match end {
+                            End::At(t) => Instant::now() >= t,
+                            End::Count(n) => i >= n,
+                        };
+                        if over {
+                            break;
+                        }
+                        let fut = op(client.clone(), i, &mut rng);
+                        let t0 = Instant::now();
+                        match fut.await {
+                            Ok(bytes) => stats.ok(t0.elapsed(), bytes),
+                            Err(e) => stats.err(e),
+                        }
+                    }
+                    stats
+                })
+            })
+            .collect();
+        let mut total = Stats::new();
+        for task in tasks {
+            match task.await {
+                Ok(stats) => total.merge(stats),
+                Err(e) => total.err(format!("a client task failed: {e}")),
+            }
+        }
+        (total, started.elapsed())
+    }
+
+    /// Writes the files `read` and `mix` read, once: `--files` files of SIZE bytes.
+    async fn prepare(&mut self) -> anyhow::Result<Arc<Vec<(String, Bytes)>>> {
+        if let Some(p) = &self.prepared {
+            return Ok(p.clone());
+        }
+        let files: Vec<(String, Bytes)> = (0..self.cli.files)
+            .map(|j| {
+                (
+                    format!("{}/data/{j}", self.prefix),
+                    self.data.stamped(u64::MAX - j),
+                )
+            })
+            .collect();
+        let files = Arc::new(files);
+        let first = self.counter.load(Ordering::Relaxed);
+        let written = files.clone();
+        let op: OpFn = Arc::new(move |c, i, _| {
+            let (file, body) = written[(i - first) as usize].clone();
+            Box::pin(async move {
+                c.put(&file, body).await.map_err(|e| e.to_string())?;
+                Ok(0)
+            })
+        });
+        let (stats, took) = self
+            .drive(self.cli.clients, End::Count(first + self.cli.files), &op)
+            .await;
+        if stats.errors > 0 {
+            bail!(
+                "writing the {} files to read failed {} times; first: {}",
+                self.cli.files,
+                stats.errors,
+                stats.first_error.unwrap_or_default()
+            );
+        }
+        eprintln!(
+            "wrote {} files of {} bytes to read in {:.2} s",
+            self.cli.files,
+            self.cli.size,
+            took.as_secs_f64()
+        );
+        self.prepared = Some(files.clone());
+        Ok(files)
+    }
+
+    /// One put of `--big-size` bytes streamed, then one streamed get of it, checked.
+    async fn big(&mut self) -> anyhow::Result<Vec<Outcome>> {
+        let size = self.cli.big_size;
+        let file = format!("{}/big", self.prefix);
+        let block = Arc::new(pseudo_random(BLOCK, 0xb16));
+        let client = &self.pool[0];
+
+        let resets = self.reset_peaks();
+        let mut put = Stats::new();
+        let reader = PatternReader {
+            block: block.clone(),
+            pos: 0,
+            total: size,
+        };
+        let t0 = Instant::now();
+        match client.put_stream(&file, reader).await {
+            Ok(ack) if ack.size == size => put.ok(t0.elapsed(), size),
+            Ok(ack) => put.err(format!("put acknowledged {} bytes, not {size}", ack.size)),
+            Err(e) => put.err(e.to_string()),
+        }
+        let put_elapsed = t0.elapsed();
+        let put_rss = self.peaks(&resets);
+
+        let resets = self.reset_peaks();
+        let mut get = Stats::new();
+        let t0 = Instant::now();
+        if put.errors > 0 {
+            get.err("not run: the put failed".into());
+        } else {
+            let mut sink = CheckingSink {
+                block,
+                pos: 0,
+                mismatch: None,
+                scratch: Vec::new(),
+            };
+            match client.read_to(&file, 0, None, &mut sink).await {
+                Ok((_, n)) if n != size => get.err(format!("got {n} bytes, not {size}")),
+                Ok(_) => match sink.mismatch {
+                    Some(at) => get.err(format!("the bytes read differ at offset {at}")),
+                    None => get.ok(t0.elapsed(), size),
+                },
+                Err(e) => get.err(e.to_string()),
+            }
+        }
+        let get_elapsed = t0.elapsed();
+        let get_rss = self.peaks(&resets);
+        // Free the disk space for the workloads after this one.
+        if let Err(e) = client.delete(&file).await {
+            eprintln!("cannot delete {file}: {e}");
+        }
+        Ok(vec![
+            Outcome {
+                workload: "big-put",
+                stats: put,
+                elapsed: put_elapsed,
+                clients: 1,
+                rss: put_rss,
+            },
+            Outcome {
+                workload: "big-get",
+                stats: get,
+                elapsed: get_elapsed,
+                clients: 1,
+                rss: get_rss,
+            },
+        ])
+    }
+
+    /// Resets each watched server's peak RSS to its current RSS; whether each could be.
+    fn reset_peaks(&self) -> Vec<bool> {
+        self.procs
+            .iter()
+            .map(|p| std::fs::write(format!("/proc/{}/clear_refs", p.pid), "5").is_ok())
+            .collect()
+    }
+
+    fn peaks(&self, resets: &[bool]) -> Vec<Rss> {
+        self.procs
+            .iter()
+            .zip(resets)
+            .map(|(p, &reset)| Rss {
+                proc_: *p,
+                bytes: peak_rss(p.pid),
+                since_start: !reset,
+            })
+            .collect()
+    }
+
+    /// Deletes every file the run wrote (with `--servers`).
+    async fn clean_up(&self) {
+        let names = match self.pool[0].list(&format!("{}/", self.prefix)).await {
+            Ok(entries) => entries.into_iter().map(|e| e.name).collect::<Vec<_>>(),
+            Err(e) => {
+                eprintln!("cannot list the files written under {}/: {e}", self.prefix);
+                return;
+            }
+        };
+        eprintln!("deleting the {} files written", names.len());
+        let names = Arc::new(names);
+        let first = self.counter.load(Ordering::Relaxed);
+        let count = names.len() as u64;
+        let listed = names.clone();
+        let op: OpFn = Arc::new(move |c, i, _| {
+            let file = listed[(i - first) as usize].clone();
+            Box::pin(async move {
+                c.delete(&file).await.map_err(|e| e.to_string())?;
+                Ok(0)
+            })
+        });
+        let (stats, _) = self
+            .drive(self.cli.clients, End::Count(first + count), &op)
+            .await;
+        if stats.errors > 0 {
+            eprintln!(
+                "{} files under {}/ could not be deleted; first error: {}",
+                stats.errors,
+                self.prefix,
+                stats.first_error.unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Reads `file`'s first `want.len()` bytes and checks they are `want`.
+async fn read_checked(c: &Client, file: &str, want: &Bytes) -> Result<u64, String> {
+    let got = c
+        .read(file, 0, Some(want.len() as u64))
+        .await
+        .map_err(|e| e.to_string())?;
+    if got != *want {
+        return Err(format!(
+            "{file}: read {} bytes that differ from the {} written",
+            got.len(),
+            want.len()
+        ));
+    }
+    Ok(got.len() as u64)
+}
+
+/// Create, append `body`, read back and check, delete.
+async fn small_file_cycle(c: &Client, file: &str, body: Bytes) -> Result<u64, String> {
+    let e = |what: &str, e: dfs::client::ClientError| format!("{what} {file}: {e}");
+    c.create(file).await.map_err(|x| e("create", x))?;
+    c.append(file, body.clone())
+        .await
+        .map_err(|x| e("append to", x))?;
+    let read = read_checked(c, file, &body).await?;
+    c.delete(file).await.map_err(|x| e("delete", x))?;
+    Ok(body.len() as u64 + read)
+}
+
+/// Writes the big file's content at `pos` into `out`: `block` repeated, each copy's first
+/// 8 bytes replaced by its index.
+fn pattern_at(block: &[u8], pos: u64, out: &mut [u8]) {
+    let mut done = 0;
+    while done < out.len() {
+        let p = pos + done as u64;
+        let off = (p % BLOCK as u64) as usize;
+        let n = (BLOCK - off).min(out.len() - done);
+        out[done..done + n].copy_from_slice(&block[off..off + n]);
+        if off < 8 {
+            let stamp = (p / BLOCK as u64).to_le_bytes();
+            let k = (8 - off).min(n);
+            out[done..done + k].copy_from_slice(&stamp[off..off + k]);
+        }
+        done += n;
+    }
+}
+
+/// The big file's content, generated as it is read.
+struct PatternReader {
+    block: Arc<Vec<u8>>,
+    pos: u64,
+    total: u64,
+}
+
+impl AsyncRead for PatternReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = (self.total - self.pos).min(buf.remaining() as u64) as usize;
+        if n > 0 {
+            let out = buf.initialize_unfilled_to(n);
+            pattern_at(&self.block, self.pos, &mut out[..n]);
+            buf.advance(n);
+            self.pos += n as u64;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Takes the big file's content as it is read and notes where it first differs from the
+/// pattern.
+struct CheckingSink {
+    block: Arc<Vec<u8>>,
+    pos: u64,
+    mismatch: Option<u64>,
+    scratch: Vec<u8>,
+}
+
+impl AsyncWrite for CheckingSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.mismatch.is_none() {
+            this.scratch.resize(buf.len(), 0);
+            pattern_at(&this.block, this.pos, &mut this.scratch);
+            if let Some(i) = this.scratch.iter().zip(buf).position(|(a, b)| a != b) {
+                this.mismatch = Some(this.pos + i as u64);
+            }
+        }
+        this.pos += buf.len() as u64;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `VmHWM` of `/proc/PID/status`, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+struct Report {
+    setup: Setup,
+    cli_clients: usize,
+    size: u64,
+    duration: Option<Duration>,
+    ops: Option<u64>,
+    warmup: Duration,
+    files: u64,
+    small_files: u64,
+    big_size: u64,
+    results: Vec<Outcome>,
+}
+
+impl Outcome {
+    fn secs(&self) -> f64 {
+        self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn ops_per_s(&self) -> f64 {
+        self.stats.ops as f64 / self.secs()
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.stats.bytes as f64 / self.secs() / 1e6
+    }
+
+    /// Latency at quantile `q`, in microseconds (0 when nothing succeeded).
+    fn latency_us(&self, q: f64) -> u64 {
+        if self.stats.hist.is_empty() {
+            0
+        } else {
+            self.stats.hist.value_at_quantile(q)
+        }
+    }
+
+    fn max_us(&self) -> u64 {
+        if self.stats.hist.is_empty() {
+            0
+        } else {
+            self.stats.hist.max()
+        }
+    }
+}
+
+impl Report {
+    fn json(&self) -> serde_json::Value {
+        let s = &self.setup;
+        json!({
+            "tool": "dfs-bench",
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix_ms": s.started_unix_ms as u64,
+            "mode": s.mode,
+            "servers": s.servers,
+            "replication_factor": s.replication_factor,
+            "fsync": s.fsync,
+            "clients": self.cli_clients,
+            "connections": s.connections,
+            "size": self.size,
+            "duration_s": self.duration.map(|d| d.as_secs_f64()),
+            "ops_per_workload": self.ops,
+            "warmup_s": self.warmup.as_secs_f64(),
+            "files": self.files,
+            "small_files": self.small_files,
+            "big_size": self.big_size,
+            "workloads": self.results.iter().map(|o| json!({
+                "workload": o.workload,
+                "clients": o.clients,
+                "ops": o.stats.ops,
+                "errors": o.stats.errors,
+                "first_error": o.stats.first_error,
+                "bytes": o.stats.bytes,
+                "elapsed_s": o.elapsed.as_secs_f64(),
+                "ops_per_s": o.ops_per_s(),
+                "mb_per_s": o.mb_per_s(),
+                "latency_us": {
+                    "p50": o.latency_us(0.5),
+                    "p99": o.latency_us(0.99),
+                    "p999": o.latency_us(0.999),
+                    "max": o.max_us(),
+                    "mean": if o.stats.hist.is_empty() { 0.0 } else { o.stats.hist.mean() },
+                },
+                "server_peak_rss": o.rss.iter().map(|r| json!({
+                    "node": r.proc_.node,
+                    "pid": r.proc_.pid,
+                    "bytes": r.bytes,
+                    "since_start": r.since_start,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn table(&self) -> String {
+        let s = &self.setup;
+        let mut out = String::new();
+        let how_long = match (self.ops, self.duration) {
+            (Some(n), _) => format!("{n} operations"),
+            (None, Some(d)) => format!("{:.1} s", d.as_secs_f64()),
+            (None, None) => String::new(),
+        };
+        out.push_str(&format!(
+            "dfs-bench: {} ({}; R = {}, fsync {}), {} clients over {} connection{}, {}-byte \
+             operations, {how_long} per timed workload after {:.1} s of warm-up\n",
+            s.servers.join(","),
+            if s.mode == "spawn" {
+                "spawned"
+            } else {
+                "running cluster"
+            },
+            s.replication_factor
+                .map_or("?".to_string(), |r| r.to_string()),
+            match s.fsync {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "as configured",
+            },
+            self.cli_clients,
+            s.connections,
+            if s.connections == 1 { "" } else { "s" },
+            self.size,
+            self.warmup.as_secs_f64(),
+        ));
+        let header = [
+            "workload",
+            "clients",
+            "ops",
+            "errors",
+            "ops/s",
+            "MB/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "peak RSS MiB",
+        ];
+        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+        let mut since_start = false;
+        for o in &self.results {
+            let rss = if o.rss.is_empty() {
+                "-".to_string()
+            } else {
+                o.rss
+                    .iter()
+                    .map(|r| {
+                        since_start |= r.since_start;
+                        r.bytes.map_or("?".to_string(), |b| {
+                            format!(
+                                "{:.1}{}",
+                                b as f64 / (1024.0 * 1024.0),
+                                if r.since_start { "*" } else { "" }
+                            )
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            rows.push(vec![
+                o.workload.to_string(),
+                o.clients.to_string(),
+                o.stats.ops.to_string(),
+                o.stats.errors.to_string(),
+                format!("{:.1}", o.ops_per_s()),
+                format!("{:.2}", o.mb_per_s()),
+                ms(o.latency_us(0.5)),
+                ms(o.latency_us(0.99)),
+                ms(o.latency_us(0.999)),
+                ms(o.max_us()),
+                rss,
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    if c == 0 || c == header.len() - 1 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        let nodes: Vec<String> = self
+            .results
+            .first()
+            .map(|o| {
+                o.rss
+                    .iter()
+                    .map(|r| match r.proc_.node {
+                        Some(n) => format!("node {n}"),
+                        None => format!("pid {}", r.proc_.pid),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !nodes.is_empty() {
+            out.push_str(&format!(
+                "peak RSS: {}, each over its workload{}\n",
+                nodes.join(" / "),
+                if since_start {
+                    " (*: since the process started, as its peak could not be reset)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for o in &self.results {
+            if let Some(e) = &o.stats.first_error {
+                out.push_str(&format!(
+                    "{}: {} errors, first: {e}\n",
+                    o.workload, o.stats.errors
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("10B"), Ok(10));
+        for bad in ["", "KiB", "1.5MiB", "-1", "4 TB", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_pattern_is_the_same_however_it_is_cut() {
+        let block = pseudo_random(BLOCK, 7);
+        let mut whole = vec![0; 3 * BLOCK + 100];
+        pattern_at(&block, 0, &mut whole);
+        assert_eq!(&whole[BLOCK..BLOCK + 8], &1u64.to_le_bytes());
+        assert_eq!(&whole[8..BLOCK], &block[8..]);
+        for (pos, len) in [(0, 5), (3, 10), (BLOCK - 4, 20), (2 * BLOCK + 7, 93)] {
+            let mut part = vec![0; len];
+            pattern_at(&block, pos as u64, &mut part);
+            assert_eq!(part, whole[pos..pos + len], "at {pos}");
+        }
+    }
+}
