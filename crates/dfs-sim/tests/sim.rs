@@ -150,11 +150,14 @@ fn seeded_runs_with_message_and_disk_loss_stay_linearizable() {
 /// The default workload beside clients that increment a counter under a lock lease,
 /// fenced with its token, while nodes crash and partitions cut holders off: the counter
 /// must equal the acknowledged increments. `DFS_SIM_SEED`/`DFS_SIM_SEEDS`/`DFS_SIM_FIRST`
-/// as above.
+/// as above; `DFS_SIM_LOSSES=1` adds message and disk loss to the faults (a soak).
 #[test]
 fn seeded_runs_with_locks_lose_no_increment() {
+    let losses = env_u64("DFS_SIM_LOSSES") == Some(1);
     let config = SimConfig {
         lockers: 3,
+        message_loss: losses,
+        disk_loss: losses,
         ..SimConfig::default()
     };
     let seeds = match env_u64("DFS_SIM_SEED") {
