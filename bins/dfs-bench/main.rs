@@ -167,14 +167,8 @@ const ALL: [Workload; 7] = [
 /// Parses a byte count: digits and an optional unit, `B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`.
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 4096, 4KiB, 256MiB or 1GiB"))?;
-    let unit = unit.trim().to_ascii_lowercase();
+    let (n, unit) = duration::number_and_unit(text, "a size such as 4096, 4KiB, 256MiB or 1GiB")?;
+    let unit = unit.to_ascii_lowercase();
     let shift = match unit.as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,

@@ -7,14 +7,8 @@ use std::time::Duration;
 /// accepted.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m or 1h"))?;
-    let ms_per_unit: u64 = match unit.trim() {
+    let (n, unit) = number_and_unit(text, "a duration such as 500ms, 30s, 5m or 1h")?;
+    let ms_per_unit: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1000,
         "m" => 60_000,
@@ -28,6 +22,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     n.checked_mul(ms_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Splits a flag such as `500ms` or `4KiB` into its number and its unit (trimmed, maybe
+/// empty); the error names `what` was expected.
+pub fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not {what}"))?;
+    Ok((n, unit.trim()))
 }
 
 #[cfg(test)]

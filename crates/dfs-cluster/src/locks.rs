@@ -52,8 +52,6 @@ pub struct Lease {
 struct NameLock {
     /// The first token of the current holders (see the module docs).
     fence: u64,
-    /// Whether the holders hold it exclusively (then there is one).
-    exclusive: bool,
     /// The leases holding it.
     holders: BTreeSet<u64>,
     /// When the name last lost its last holder (its place in `idle`), while it has none.
@@ -134,14 +132,12 @@ impl Locks {
         let (token, lease) = (self.last_token, self.last_lease);
         let entry = self.names.entry(name.to_owned()).or_insert(NameLock {
             fence: 0,
-            exclusive: false,
             holders: BTreeSet::new(),
             idle_since: None,
         });
         if mode == LockMode::Exclusive || entry.holders.is_empty() {
             entry.fence = token;
         }
-        entry.exclusive = mode == LockMode::Exclusive;
         entry.holders.insert(lease);
         entry.idle_since = None;
         let held = Lease {
@@ -159,10 +155,15 @@ impl Locks {
     /// Who holds `name` in a mode that conflicts with `mode`, if anyone.
     pub fn conflict(&self, name: &str, mode: LockMode) -> Option<Held> {
         let entry = self.names.get(name)?;
-        let conflicts =
-            !entry.holders.is_empty() && (mode == LockMode::Exclusive || entry.exclusive);
+        // Holders share only in shared mode: any one of them tells how all hold it.
+        let exclusive = entry
+            .holders
+            .first()
+            .and_then(|lease| self.leases.get(lease))
+            .is_some_and(|held| held.mode == LockMode::Exclusive);
+        let conflicts = !entry.holders.is_empty() && (mode == LockMode::Exclusive || exclusive);
         conflicts.then(|| Held {
-            exclusive: entry.exclusive,
+            exclusive,
             holders: u32::try_from(entry.holders.len()).unwrap_or(u32::MAX),
         })
     }
@@ -184,7 +185,6 @@ impl Locks {
         };
         entry.holders.remove(&lease);
         if entry.holders.is_empty() {
-            entry.exclusive = false;
             self.idle_count += 1;
             entry.idle_since = Some(self.idle_count);
             self.idle.push_back((self.idle_count, held.name));

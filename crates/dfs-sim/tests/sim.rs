@@ -36,6 +36,18 @@ fn writes_only() -> SimConfig {
 }
 
 /// `DFS_SIM_LOG=<filter>` (for example `dfs_replication=debug`) prints the nodes' logs.
+/// The seeds to run: `DFS_SIM_SEED` alone, else `DFS_SIM_SEEDS` (default [`CI_SEEDS`])
+/// from `DFS_SIM_FIRST` (default 0).
+fn seeds() -> std::ops::Range<u64> {
+    match env_u64("DFS_SIM_SEED") {
+        Some(seed) => seed..seed + 1,
+        None => {
+            let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
+            first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
+        }
+    }
+}
+
 fn init_logs() {
     if let Ok(filter) = std::env::var("DFS_SIM_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -116,13 +128,7 @@ fn seeded_runs_with_message_and_disk_loss_stay_linearizable() {
         disk_loss: true,
         ..SimConfig::default()
     };
-    let seeds = match env_u64("DFS_SIM_SEED") {
-        Some(seed) => seed..seed + 1,
-        None => {
-            let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
-            first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
-        }
-    };
+    let seeds = seeds();
     let (mut ops, mut unknown, mut faults, mut disks_lost) = (0, 0, 0, 0);
     let count = seeds.end - seeds.start;
     for seed in seeds {
@@ -160,13 +166,7 @@ fn seeded_runs_with_locks_lose_no_increment() {
         disk_loss: losses,
         ..SimConfig::default()
     };
-    let seeds = match env_u64("DFS_SIM_SEED") {
-        Some(seed) => seed..seed + 1,
-        None => {
-            let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
-            first..first + env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS)
-        }
-    };
+    let seeds = seeds();
     let (mut ops, mut increments, mut fenced, mut faults) = (0, 0, 0, 0);
     let count = seeds.end - seeds.start;
     for seed in seeds {
