@@ -99,6 +99,10 @@ struct Cli {
     /// The `dfs-server` binary for `--spawn` [default: the one next to this program].
     #[arg(long, value_name = "PATH")]
     server: Option<PathBuf>,
+    /// An extra argument for every spawned server (repeat for more), e.g.
+    /// `--server-arg=--no-fsync` to see what fsync costs.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// Process ids of the servers of `--servers`, for their peak RSS.
     #[arg(long, value_name = "PIDS", value_delimiter = ',')]
     server_pids: Vec<u32>,
@@ -263,6 +267,7 @@ async fn run(
             None => default_server()?,
         };
         let cluster = slot.insert(Cluster::new(server, "dfs-bench", cli.keep)?);
+        cluster.extra_args = cli.server_arg.clone();
         cluster.start().await?;
         let procs = cluster
             .pids()
@@ -273,9 +278,14 @@ async fn run(
             })
             .collect::<Vec<_>>();
         eprintln!(
-            "three dfs-server processes on {} (R = {}, fsync on), data in {}",
+            "three dfs-server processes on {} (R = {}{}), data in {}",
             cluster.servers(&IDS).join(", "),
             cluster::REPLICATION,
+            if cli.server_arg.is_empty() {
+                ", fsync on".to_string()
+            } else {
+                format!(", extra arguments {:?}", cli.server_arg)
+            },
             cluster.root.display()
         );
         (cluster.servers(&IDS), procs, "spawn")
@@ -304,7 +314,9 @@ async fn run(
         mode,
         servers,
         replication_factor: Some(status.replication_factor),
-        fsync: cli.spawn.then_some(true),
+        fsync: cli
+            .spawn
+            .then_some(!cli.server_arg.iter().any(|a| a == "--no-fsync")),
         connections,
         started_unix_ms,
     };

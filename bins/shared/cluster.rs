@@ -61,6 +61,8 @@ pub struct Cluster {
     keep: bool,
     members: String,
     nodes: Vec<Node>,
+    /// Extra arguments every server is started with (after the ones this module sets).
+    pub extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -80,6 +82,7 @@ impl Cluster {
             keep,
             members: String::new(),
             nodes: Vec::new(),
+            extra_args: Vec::new(),
         })
     }
 
@@ -155,6 +158,7 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let (server, members) = (self.server.clone(), self.members.clone());
+        let extra = self.extra_args.clone();
         let node = self.node_mut(id);
         let log = OpenOptions::new()
             .create(true)
@@ -166,6 +170,7 @@ impl Cluster {
             .args(["--replication-factor", &REPLICATION.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
