@@ -458,6 +458,9 @@ struct Outcome {
     elapsed: Duration,
     clients: usize,
     rss: Vec<Rss>,
+    /// CPU time (user + system) the watched servers spent over the workload, in all,
+    /// in microseconds; `None` if some server's could not be read.
+    cpu_us: Option<u64>,
 }
 
 /// A server's peak RSS over a workload.
@@ -571,6 +574,7 @@ impl Bench<'_> {
             }
         };
         let resets = self.reset_peaks();
+        let cpu = self.cpu_us();
         let (stats, elapsed) = self.drive(clients, end, &op).await;
         let rss = self.peaks(&resets);
         Ok(vec![Outcome {
@@ -579,6 +583,7 @@ impl Bench<'_> {
             elapsed,
             clients,
             rss,
+            cpu_us: self.cpu_us_since(cpu),
         }])
     }
 
@@ -678,6 +683,7 @@ impl Bench<'_> {
         let client = &self.pool[0];
 
         let resets = self.reset_peaks();
+        let cpu = self.cpu_us();
         let mut put = Stats::new();
         let reader = PatternReader {
             block: block.clone(),
@@ -692,8 +698,10 @@ impl Bench<'_> {
         }
         let put_elapsed = t0.elapsed();
         let put_rss = self.peaks(&resets);
+        let put_cpu = self.cpu_us_since(cpu);
 
         let resets = self.reset_peaks();
+        let cpu = self.cpu_us();
         let mut get = Stats::new();
         let t0 = Instant::now();
         if put.errors > 0 {
@@ -716,6 +724,7 @@ impl Bench<'_> {
         }
         let get_elapsed = t0.elapsed();
         let get_rss = self.peaks(&resets);
+        let get_cpu = self.cpu_us_since(cpu);
         // Free the disk space for the workloads after this one.
         if let Err(e) = client.delete(&file).await {
             eprintln!("cannot delete {file}: {e}");
@@ -727,6 +736,7 @@ impl Bench<'_> {
                 elapsed: put_elapsed,
                 clients: 1,
                 rss: put_rss,
+                cpu_us: put_cpu,
             },
             Outcome {
                 workload: "big-get",
@@ -734,6 +744,7 @@ impl Bench<'_> {
                 elapsed: get_elapsed,
                 clients: 1,
                 rss: get_rss,
+                cpu_us: get_cpu,
             },
         ])
     }
@@ -744,6 +755,19 @@ impl Bench<'_> {
             .iter()
             .map(|p| std::fs::write(format!("/proc/{}/clear_refs", p.pid), "5").is_ok())
             .collect()
+    }
+
+    /// The CPU time the watched servers have used so far, in all (`None` if there are
+    /// none, or one could not be read).
+    fn cpu_us(&self) -> Option<u64> {
+        if self.procs.is_empty() {
+            return None;
+        }
+        self.procs.iter().map(|p| cpu_us(p.pid)).sum()
+    }
+
+    fn cpu_us_since(&self, start: Option<u64>) -> Option<u64> {
+        Some(self.cpu_us()?.saturating_sub(start?))
     }
 
     fn peaks(&self, resets: &[bool]) -> Vec<Rss> {
@@ -899,6 +923,18 @@ impl AsyncWrite for CheckingSink {
     }
 }
 
+/// The CPU time (user + system) process `pid` has used, in microseconds: fields 14 and 15
+/// of `/proc/PID/stat`, in clock ticks of 1/100 s (`USER_HZ`, 100 on Linux).
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from the ')' that ends it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
 /// `VmHWM` of `/proc/PID/status`, in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -948,6 +984,12 @@ impl Outcome {
         }
     }
 
+    /// The servers' CPU time per successful operation, in microseconds.
+    fn cpu_per_op_us(&self) -> Option<f64> {
+        let cpu = self.cpu_us?;
+        (self.stats.ops > 0).then(|| cpu as f64 / self.stats.ops as f64)
+    }
+
     fn max_us(&self) -> u64 {
         if self.stats.hist.is_empty() {
             0
@@ -994,6 +1036,8 @@ impl Report {
                     "max": o.max_us(),
                     "mean": if o.stats.hist.is_empty() { 0.0 } else { o.stats.hist.mean() },
                 },
+                "server_cpu_us": o.cpu_us,
+                "server_cpu_us_per_op": o.cpu_per_op_us(),
                 "server_peak_rss": o.rss.iter().map(|r| json!({
                     "node": r.proc_.node,
                     "pid": r.proc_.pid,
@@ -1045,6 +1089,7 @@ impl Report {
             "p99 ms",
             "p99.9 ms",
             "max ms",
+            "CPU us/op",
             "peak RSS MiB",
         ];
         let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
@@ -1080,6 +1125,8 @@ impl Report {
                 ms(o.latency_us(0.99)),
                 ms(o.latency_us(0.999)),
                 ms(o.max_us()),
+                o.cpu_per_op_us()
+                    .map_or("-".to_string(), |c| format!("{c:.0}")),
                 rss,
             ]);
         }

@@ -71,6 +71,11 @@ struct RunArgs {
     /// acknowledged writes). Off by default.
     #[arg(long)]
     no_fsync: bool,
+    /// Sync each append's own file (two `fdatasync`s) instead of group commit, which
+    /// makes every waiting append durable with one `syncfs` of the data directory's file
+    /// system. Use it when that file system is shared with programs writing a lot.
+    #[arg(long)]
+    no_group_commit: bool,
     /// How long a file may run with fewer replicas than the replication factor (its
     /// replica's node down, none of its home nodes up to take it back) before it is
     /// copied to another live node: a number with a unit (`500ms`, `30s`, `5m`, `1h`; a
@@ -194,6 +199,7 @@ fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
     let mut config = NodeConfig::new(id, parse_cluster(&cluster)?, data_dir);
     config.replication_factor = args.replication_factor;
     config.fsync = !args.no_fsync;
+    config.group_commit = !args.no_group_commit;
     config.limits.connections_max = args.max_connections;
     config.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     if let Some(after) = args.rereplicate_after {

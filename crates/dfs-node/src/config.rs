@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// Sync every write to disk before acknowledging it (default on; turning it off
     /// trades durability across machine crashes for speed).
     pub fsync: bool,
+    /// Sync small appends by group commit: one `syncfs` for every append waiting (default
+    /// on; see `dfs_store::StoreConfig::group_commit`).
+    pub group_commit: bool,
     /// The resource bounds.
     pub limits: Limits,
     /// Leases, failure detection and repair.
@@ -85,6 +88,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             replication_factor: None,
             fsync: true,
+            group_commit: true,
             limits: Limits::default(),
             timing: Timing::default(),
             transport: dfs_net::Tcp::shared(),

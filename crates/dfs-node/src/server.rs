@@ -60,6 +60,7 @@ impl Node {
         let store_config = StoreConfig {
             dir: config.data_dir.join("store"),
             fsync: config.fsync,
+            group_commit: config.group_commit,
         };
         // The store logs what its recovery found; a damaged file stays out of service.
         let (store, _report) = dfs_net::blocking::run(move || Store::open(store_config))

@@ -12,7 +12,7 @@ use dfs_store::{DedupKey, FileId, InstallState, StoreError, WriteOutcome};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::engine::{Txn, blocking};
+use crate::engine::{QUICK_BYTES_MAX, Txn, blocking, quick, quick_if};
 use crate::wire::{CopyState, DataReply, DataRpc, TransferKind, decode, encode};
 use crate::{BodyStream, Engine, EngineError, WriteMode};
 
@@ -135,13 +135,11 @@ impl Engine {
         if self.synced.lock().get(&id) == Some(&placement.epoch) {
             return Ok(id);
         }
-        let store = self.store.clone();
-        let local = blocking(move || match store.meta(id) {
+        let local = quick(|| match self.store.meta(id) {
             Ok(meta) => Ok(Some(meta)),
             Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
-        })
-        .await?;
+        })?;
         let others = self.others(placement);
         let probes = others.iter().map(|&node| async move {
             let probe = DataRpc::Probe {
@@ -239,13 +237,10 @@ impl Engine {
         let mut failed: Vec<(NodeId, Outcome)> = Vec::new();
         let mut live: Vec<NodeId> = others.clone();
         let store = self.store.clone();
-        let mut txn = Some(
-            blocking(move || match mode {
-                WriteMode::Append => store.begin_append(id).map(Txn::Append),
-                WriteMode::Put => store.begin_put(id).map(Txn::Put),
-            })
-            .await?,
-        );
+        let mut txn = Some(quick(move || match mode {
+            WriteMode::Append => store.begin_append(id).map(Txn::Append),
+            WriteMode::Put => store.begin_put(id).map(Txn::Put),
+        })?);
         let mut first = true;
         let mut pending = body.next().await;
         loop {
@@ -288,7 +283,7 @@ impl Engine {
             };
             first = false;
             let mut local_txn = txn.take().expect("the transaction is put back every round");
-            let local = blocking(move || {
+            let local = quick_if(data.len() <= QUICK_BYTES_MAX, move || {
                 local_txn.write(&data)?;
                 Ok(local_txn)
             });

@@ -12,7 +12,7 @@ use dfs_store::{FileId, StoreError, WriteGuard};
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::engine::{Txn, blocking};
+use crate::engine::{QUICK_BYTES_MAX, Txn, blocking, quick, quick_if};
 use crate::wire::{CopyState, DataReply, DataRpc, TransferKind, decode, encode};
 use crate::{Engine, EngineError, WriteMode};
 
@@ -112,20 +112,15 @@ impl Engine {
                 "node {me} is no longer the primary of every file asked for"
             )));
         }
-        let store = self.store.clone();
-        let ids_read = ids.clone();
-        let found = blocking(move || {
-            Ok(ids_read
-                .iter()
-                .map(|id| match store.meta(*id) {
-                    Ok(m) => Ok(Some((m.size, m.version))),
-                    Err(StoreError::NotFound(_)) => Err(()),
-                    // Damaged here: left out of the listing.
-                    Err(_) => Ok(None),
-                })
-                .collect::<Vec<_>>())
-        })
-        .await?;
+        let found = ids
+            .iter()
+            .map(|id| match self.store.meta(*id) {
+                Ok(m) => Ok(Some((m.size, m.version))),
+                Err(StoreError::NotFound(_)) => Err(()),
+                // Damaged here: left out of the listing.
+                Err(_) => Ok(None),
+            })
+            .collect::<Vec<_>>();
         let mut metas = Vec::with_capacity(ids.len());
         for (id, found) in ids.into_iter().zip(found) {
             let meta = match found {
@@ -210,7 +205,9 @@ impl Engine {
                 mode, base_version, ..
             } => {
                 let (mode, base) = (*mode, *base_version);
-                blocking(move || {
+                // Only making the copy (a create) syncs.
+                let exists = store.meta(file_id).is_ok();
+                quick_if(exists, move || {
                     let version = match store.meta(file_id) {
                         Ok(m) => m.version,
                         // A copy begins empty: made here by the first write after the create.
@@ -273,35 +270,42 @@ impl Engine {
         let Some(mut txn) = staged.txn.take() else {
             return DataReply::Failed("transfer already finished".into());
         };
-        let written = blocking(move || {
-            txn.write(&data)?;
-            Ok(txn)
-        })
-        .await;
-        let txn = match written {
-            Ok(txn) => txn,
-            Err(e) => return DataReply::Failed(e.to_string()),
-        };
         if !last {
-            staged.txn = Some(txn);
+            let written = quick_if(data.len() <= QUICK_BYTES_MAX, move || {
+                txn.write(&data)?;
+                Ok(txn)
+            })
+            .await;
+            match written {
+                Ok(txn) => staged.txn = Some(txn),
+                Err(e) => return DataReply::Failed(e.to_string()),
+            }
             staged.touched = Instant::now();
             self.transfers.lock().insert(transfer, staged);
             return DataReply::Staged;
         }
+        // The last chunk and the commit in one trip to the blocking pool.
         let id = staged.file_id;
         let committed = match staged.kind.clone() {
-            TransferKind::Write { key, .. } => {
-                blocking(move || txn.commit(key)).await.map(|o| CopyState {
-                    version: o.version,
-                    size: o.size,
-                    checksum: o.checksum,
-                })
-            }
+            TransferKind::Write { key, .. } => blocking(move || {
+                txn.write(&data)?;
+                txn.commit(key)
+            })
+            .await
+            .map(|o| CopyState {
+                version: o.version,
+                size: o.size,
+                checksum: o.checksum,
+            }),
             TransferKind::Install { state } => {
-                let Txn::Put(put) = txn else {
+                let Txn::Put(mut put) = txn else {
                     return DataReply::Failed("an install is a put".into());
                 };
-                let result = blocking(move || put.commit_install(state)).await;
+                let result = blocking(move || {
+                    put.write(&data)?;
+                    put.commit_install(state)
+                })
+                .await;
                 if result.is_ok() {
                     self.installed.lock().insert(id, Instant::now());
                 }
@@ -326,8 +330,7 @@ impl Engine {
         }
         self.drop_transfers_of(file_id);
         let _lock = self.locks.read(name.to_owned()).await;
-        let store = self.store.clone();
-        match blocking(move || store.meta(file_id)).await {
+        match quick(|| self.store.meta(file_id)) {
             Ok(m) => DataReply::Copy(Some(CopyState {
                 version: m.version,
                 size: m.size,

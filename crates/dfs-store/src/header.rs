@@ -1,20 +1,32 @@
 //! The on-disk file header: two 4 KiB slots, each a complete, checksummed copy of the file's
 //! metadata and dedup table.
 //!
-//! Byte layout of one slot (format version 1, all integers little-endian):
+//! Byte layout of one slot (format version 2, all integers little-endian):
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic  b"DFSFILE\0"
-//!      8     4  header format version (u32) = 1
+//!      8     4  header format version (u32) = 2
 //!     12     8  slot sequence number (u64); the valid slot with the highest one wins
-//!     20     4  payload length N (u32), N <= 4068
-//!     24     N  payload: postcard encoding of `Header { meta: FileMeta, dedup: Vec<DedupEntry> }`
-//!   24+N   ...  zero padding
+//!     20     8  tail offset (u64): where the append this slot commits begins in the content
+//!     28     8  tail length (u64); 0 = no tail (the content was synced before this slot)
+//!     36     4  tail CRC-32C (u32) of those bytes
+//!     40     4  payload length N (u32), N <= 4048
+//!     44     N  payload: postcard encoding of `Header { meta: FileMeta, dedup: Vec<DedupEntry> }`
+//!   44+N   ...  zero padding
 //!   4092     4  CRC-32C (u32) of bytes 0..4092 of the slot
 //! ```
 //!
+//! Format version 1 (still read) has no tail fields: its payload length is at 20 and the
+//! payload at 24.
+//!
 //! Slot A is at file offset 0, slot B at 4096, and the content starts at 8192.
+//!
+//! The **tail** lets a small append commit with one sync instead of two: the appended
+//! bytes and the new slot reach the disk together, and recovery believes a slot with a
+//! tail only if the tail's bytes are all there with their checksum (see
+//! `Store::open`); otherwise the append never finished, and the other slot (the commit
+//! before it, synced before this one began) is the file.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,14 +38,36 @@ pub(crate) const SLOT_SIZE: usize = 4096;
 pub(crate) const HEADER_SIZE: u64 = 2 * SLOT_SIZE as u64;
 /// Magic bytes at the start of every slot.
 pub(crate) const MAGIC: [u8; 8] = *b"DFSFILE\0";
-/// The header format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
-/// Bytes before the payload: magic, format version, sequence, payload length.
-const FIXED_LEN: usize = 8 + 4 + 8 + 4;
+/// The header format version this code writes (it reads 1 too).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Bytes before the payload: magic, format version, sequence, tail, payload length.
+const FIXED_LEN: usize = 8 + 4 + 8 + 20 + 4;
+/// Bytes before the payload in format version 1 (no tail).
+const FIXED_LEN_V1: usize = 8 + 4 + 8 + 4;
 /// Offset of the slot CRC.
 const CRC_AT: usize = SLOT_SIZE - 4;
 /// Largest payload that fits in a slot.
 pub(crate) const PAYLOAD_MAX: usize = CRC_AT - FIXED_LEN;
+
+/// The bytes of the append a slot commits, when they were not synced before it (see the
+/// module docs): recovery checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tail {
+    /// Offset in the content (not the file) of the first byte appended.
+    pub(crate) offset: u64,
+    /// Bytes appended (more than 0).
+    pub(crate) len: u64,
+    /// CRC-32C of those bytes.
+    pub(crate) crc: u32,
+}
+
+/// One decoded slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) seq: u64,
+    pub(crate) header: Header,
+    pub(crate) tail: Option<Tail>,
+}
 
 /// One remembered write: the key it carried and what it produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,13 +116,13 @@ impl Header {
     }
 }
 
-/// Encodes `header` into one slot with sequence number `seq`.
+/// Encodes `header` into one slot with sequence number `seq` and `tail`.
 ///
 /// # Panics
 /// If the payload does not fit in a slot. That cannot happen for names of at most
 /// [`NAME_MAX`](crate::NAME_MAX) bytes and at most [`DEDUP_ENTRIES_MAX`] dedup entries (the worst
 /// case is about 4020 bytes; a unit test checks it), so it is an invariant, not an input error.
-pub(crate) fn encode_slot(seq: u64, header: &Header) -> Vec<u8> {
+pub(crate) fn encode_slot(seq: u64, header: &Header, tail: Option<Tail>) -> Vec<u8> {
     let payload = postcard::to_stdvec(header)
         .expect("postcard encoding of plain structs into a Vec cannot fail");
     assert!(
@@ -100,8 +134,12 @@ pub(crate) fn encode_slot(seq: u64, header: &Header) -> Vec<u8> {
     slot[0..8].copy_from_slice(&MAGIC);
     slot[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     slot[12..20].copy_from_slice(&seq.to_le_bytes());
+    let tail = tail.filter(|t| t.len > 0);
+    slot[20..28].copy_from_slice(&tail.map_or(0, |t| t.offset).to_le_bytes());
+    slot[28..36].copy_from_slice(&tail.map_or(0, |t| t.len).to_le_bytes());
+    slot[36..40].copy_from_slice(&tail.map_or(0, |t| t.crc).to_le_bytes());
     // payload.len() <= PAYLOAD_MAX < u32::MAX, so the cast is lossless.
-    slot[20..24].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    slot[40..44].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     slot[FIXED_LEN..FIXED_LEN + payload.len()].copy_from_slice(&payload);
     let crc = crc32c::crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -109,7 +147,7 @@ pub(crate) fn encode_slot(seq: u64, header: &Header) -> Vec<u8> {
 }
 
 /// Decodes one slot; `Err` carries why the slot is not valid.
-pub(crate) fn decode_slot(slot: &[u8]) -> Result<(u64, Header), String> {
+pub(crate) fn decode_slot(slot: &[u8]) -> Result<Slot, String> {
     if slot.len() < SLOT_SIZE {
         return Err(format!("slot truncated to {} bytes", slot.len()));
     }
@@ -124,20 +162,37 @@ pub(crate) fn decode_slot(slot: &[u8]) -> Result<(u64, Header), String> {
         ));
     }
     let format = u32::from_le_bytes(le4(&slot[8..12]));
-    if format != FORMAT_VERSION {
-        return Err(format!("unsupported header format version {format}"));
-    }
     let seq = u64::from_le_bytes(le8(&slot[12..20]));
-    let len = u32::from_le_bytes(le4(&slot[20..24])) as usize;
-    if len > PAYLOAD_MAX {
+    let (fixed, tail) = match format {
+        1 => (FIXED_LEN_V1, None),
+        2 => {
+            let tail = Tail {
+                offset: u64::from_le_bytes(le8(&slot[20..28])),
+                len: u64::from_le_bytes(le8(&slot[28..36])),
+                crc: u32::from_le_bytes(le4(&slot[36..40])),
+            };
+            (FIXED_LEN, (tail.len > 0).then_some(tail))
+        }
+        _ => return Err(format!("unsupported header format version {format}")),
+    };
+    let len = u32::from_le_bytes(le4(&slot[fixed - 4..fixed])) as usize;
+    if len > CRC_AT - fixed {
         return Err(format!("payload length {len} exceeds the slot"));
     }
-    let header: Header = postcard::from_bytes(&slot[FIXED_LEN..FIXED_LEN + len])
+    let header: Header = postcard::from_bytes(&slot[fixed..fixed + len])
         .map_err(|e| format!("undecodable metadata: {e}"))?;
     if header.dedup.len() > DEDUP_ENTRIES_MAX {
         return Err(format!("dedup table has {} entries", header.dedup.len()));
     }
-    Ok((seq, header))
+    if let Some(t) = tail
+        && t.offset.checked_add(t.len) != Some(header.meta.size)
+    {
+        return Err(format!(
+            "tail {}+{} does not end at the size {}",
+            t.offset, t.len, header.meta.size
+        ));
+    }
+    Ok(Slot { seq, header, tail })
 }
 
 /// Copies a 4-byte slice into an array (callers pass exactly 4 bytes).
@@ -199,18 +254,70 @@ mod tests {
             "worst case payload {} > {PAYLOAD_MAX}",
             payload.len()
         );
-        let slot = encode_slot(u64::MAX, &h);
+        let tail = Tail {
+            offset: u64::MAX - 1,
+            len: 1,
+            crc: u32::MAX,
+        };
+        let slot = encode_slot(u64::MAX, &h, Some(tail));
         assert_eq!(slot.len(), SLOT_SIZE);
-        let (seq, back) = decode_slot(&slot).expect("decode");
-        assert_eq!(seq, u64::MAX);
-        assert_eq!(back, h);
+        let back = decode_slot(&slot).expect("decode");
+        assert_eq!(back.seq, u64::MAX);
+        assert_eq!(back.header, h);
+        assert_eq!(back.tail, Some(tail));
+    }
+
+    #[test]
+    fn format_1_slots_still_decode() {
+        let mut h = worst_case();
+        h.dedup.truncate(3);
+        // A version 1 slot, laid out by hand as that format's code wrote it.
+        let payload = postcard::to_stdvec(&h).expect("encode");
+        let mut slot = vec![0u8; SLOT_SIZE];
+        slot[0..8].copy_from_slice(&MAGIC);
+        slot[8..12].copy_from_slice(&1u32.to_le_bytes());
+        slot[12..20].copy_from_slice(&9u64.to_le_bytes());
+        slot[20..24].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        slot[24..24 + payload.len()].copy_from_slice(&payload);
+        let crc = crc32c::crc32c(&slot[..CRC_AT]);
+        slot[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        let back = decode_slot(&slot).expect("decode");
+        assert_eq!((back.seq, back.tail), (9, None));
+        assert_eq!(back.header, h);
+    }
+
+    #[test]
+    fn a_tail_must_end_at_the_size() {
+        let mut h = worst_case();
+        h.meta.size = 100;
+        let ok = Tail {
+            offset: 90,
+            len: 10,
+            crc: 7,
+        };
+        assert_eq!(
+            decode_slot(&encode_slot(1, &h, Some(ok)))
+                .expect("decode")
+                .tail,
+            Some(ok)
+        );
+        let bad = Tail { offset: 80, ..ok };
+        assert!(decode_slot(&encode_slot(1, &h, Some(bad))).is_err());
+        // An empty tail is no tail.
+        let empty = Tail { len: 0, ..ok };
+        assert_eq!(
+            decode_slot(&encode_slot(1, &h, Some(empty)))
+                .expect("decode")
+                .tail,
+            None
+        );
     }
 
     #[test]
     fn corrupted_slots_are_rejected() {
         let h = worst_case();
-        let good = encode_slot(7, &h);
-        for at in [0usize, 9, 13, 21, 100, CRC_AT + 1] {
+        let good = encode_slot(7, &h, None);
+        for at in [0usize, 9, 13, 21, 30, 37, 41, 100, CRC_AT + 1] {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             assert!(decode_slot(&bad).is_err(), "flip at {at} accepted");

@@ -108,6 +108,7 @@
 //! - `tokio` (`sync`): the fair `RwLock` under the lock manager.
 
 mod error;
+mod group;
 mod header;
 mod lock;
 mod store;

@@ -14,6 +14,7 @@ fn open_in(dir: &TempDir, fsync: bool) -> (Store, RecoveryReport) {
     Store::open(StoreConfig {
         dir: dir.path().to_path_buf(),
         fsync,
+        group_commit: true,
     })
     .expect("open store")
 }
@@ -359,6 +360,8 @@ fn recovery_reports_damaged_files() {
         store.create(id, "f").expect("create");
         store.append(id, b"0123456789", None).expect("append");
     }
+    // A put's content is synced before its header names it (no tail to roll back to).
+    store.put(2, b"0123456789", None).expect("put");
     drop(store);
     // 1: both slots corrupted.
     let f = OpenOptions::new()
@@ -448,6 +451,128 @@ fn corrupt_newer_slot_falls_back_to_older() {
     let (store, report) = open_in(&dir, false);
     assert_eq!(report.torn_appends_truncated, 0);
     assert_eq!(store.read(1).expect("read"), b"xy");
+}
+
+#[test]
+fn an_append_whose_bytes_are_not_all_on_disk_is_rolled_back() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"hello", None).expect("append");
+    store.append(1, b" world", None).expect("append");
+    drop(store);
+    // A crash before the sync: the header of the second append reached the disk, some of
+    // its bytes did not.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.write_all_at(b"\0\0\0", HEADER_SIZE + 7)
+        .expect("lose bytes");
+    drop(f);
+
+    let (store, report) = open_in(&dir, false);
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(report.torn_appends_truncated, 1);
+    let meta = store.meta(1).expect("meta");
+    assert_eq!((meta.size, meta.version), (5, 1));
+    assert_eq!(store.read(1).expect("read"), b"hello");
+    assert!(store.verify(1).expect("verify"));
+    // The unfinished slot was overwritten: writes go on, and survive a reopen.
+    store.append(1, b"!", None).expect("append after recovery");
+    drop(store);
+    let (store, report) = open_in(&dir, false);
+    assert_eq!(report.torn_appends_truncated, 0);
+    assert_eq!(store.read(1).expect("read"), b"hello!");
+    assert_eq!(store.meta(1).expect("meta").version, 2);
+}
+
+#[test]
+fn an_append_cut_short_by_a_crash_is_rolled_back() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"abc", None).expect("append");
+    store.append(1, b"defgh", None).expect("append");
+    drop(store);
+    // The file's new length did not reach the disk in full.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.set_len(HEADER_SIZE + 5).expect("shorten");
+    drop(f);
+
+    let (store, report) = open_in(&dir, false);
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(report.torn_appends_truncated, 1);
+    assert_eq!(store.read(1).expect("read"), b"abc");
+    assert_eq!(
+        std::fs::metadata(data_path(&dir, 1)).expect("stat").len(),
+        HEADER_SIZE + 3
+    );
+}
+
+#[test]
+fn a_big_append_synced_before_its_header_is_never_rolled_back() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"abc", None).expect("append");
+    let big = vec![7u8; TAIL_MAX as usize + 1];
+    store.append(1, &big, None).expect("big append");
+    drop(store);
+    // Its bytes were synced before its header: losing them is damage, not a crash.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(data_path(&dir, 1))
+        .expect("open");
+    f.set_len(HEADER_SIZE + 10).expect("shorten");
+    drop(f);
+
+    let (store, report) = open_in(&dir, false);
+    let damaged: Vec<FileId> = report.damaged.iter().map(|(id, _)| *id).collect();
+    assert_eq!(damaged, vec![1]);
+    assert!(matches!(store.meta(1), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn group_commit_and_per_file_sync_both_keep_appends() {
+    for group_commit in [true, false] {
+        let dir = TempDir::new().expect("tempdir");
+        let config = StoreConfig {
+            dir: dir.path().to_path_buf(),
+            fsync: true,
+            group_commit,
+        };
+        let (store, _) = Store::open(config.clone()).expect("open");
+        let store = Arc::new(store);
+        let threads: Vec<_> = (1..=4u64)
+            .map(|id| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store.create(id, "f").expect("create");
+                    for i in 0..25u8 {
+                        store.append(id, &[i; 100], None).expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        drop(store);
+        let (store, report) = Store::open(config).expect("reopen");
+        assert_eq!(report.torn_appends_truncated, 0);
+        for id in 1..=4 {
+            let meta = store.meta(id).expect("meta");
+            assert_eq!(
+                (meta.size, meta.version),
+                (2500, 25),
+                "group {group_commit}"
+            );
+        }
+    }
 }
 
 #[test]
