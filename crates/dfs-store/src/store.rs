@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -20,6 +21,9 @@ use crate::header::{
     DedupEntry, HEADER_SIZE, Header, SLOT_SIZE, Slot, Tail, decode_slot, encode_slot,
 };
 use crate::{DedupKey, FileId, FileMeta, NAME_MAX, RecoveryReport, WriteOutcome};
+
+/// Deleted files waiting for the reaper thread; past this, a delete unlinks its own.
+const REAPER_QUEUE: usize = 1024;
 
 /// Where a store lives and how careful it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,9 @@ struct Inner {
     fsync: bool,
     /// The group committer appends sync with (with `fsync` on).
     group: Option<GroupSync>,
+    /// Deleted files moved into `tmp/`, for the reaper thread to unlink (see
+    /// [`Store::delete`]).
+    reaper: SyncSender<PathBuf>,
     files: Mutex<HashMap<FileId, StateRef>>,
     tmp_counter: AtomicU64,
     /// Holds the `LOCK` file's lock for as long as the store (or a transaction) lives.
@@ -139,10 +146,23 @@ impl Inner {
     }
 
     fn sync_files_dir(&self) -> Result<(), StoreError> {
-        if self.fsync {
-            sync_dir(&self.files_dir)?;
+        match &self.group {
+            Some(group) => group
+                .sync()
+                .ctx(|| format!("syncing {}", self.files_dir.display())),
+            None if self.fsync => sync_dir(&self.files_dir),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Makes `file`'s content and metadata durable: the group commit's round, or its own
+    /// `fsync` (nothing with `fsync` off).
+    fn sync_file(&self, file: &File) -> std::io::Result<()> {
+        match &self.group {
+            Some(group) => group.sync(),
+            None if self.fsync => file.sync_all(),
+            None => Ok(()),
+        }
     }
 
     fn open_rw(&self, id: FileId) -> Result<File, StoreError> {
@@ -269,7 +289,8 @@ impl Store {
 
         let mut report = RecoveryReport::default();
 
-        // 1. Temp files are never referenced: whatever is in tmp/ is a partial create or put.
+        // 1. Temp files are never referenced: whatever is in tmp/ is a partial create or put, or
+        //    a deleted file the reaper had not unlinked yet.
         for entry in fs::read_dir(&tmp_dir).ctx(|| format!("listing {}", tmp_dir.display()))? {
             let entry = entry.ctx(|| format!("listing {}", tmp_dir.display()))?;
             let path = entry.path();
@@ -279,7 +300,11 @@ impl Store {
             } else {
                 fs::remove_file(&path)
             };
-            removed.ctx(|| format!("removing temp file {}", path.display()))?;
+            match removed {
+                // The reaper of a store closed just before may be unlinking it.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                other => other.ctx(|| format!("removing temp file {}", path.display()))?,
+            }
             debug!(path = %path.display(), "removed leftover temp file");
             report.temp_files_removed += 1;
         }
@@ -336,6 +361,20 @@ impl Store {
         } else {
             None
         };
+        let (reaper, doomed) = std::sync::mpsc::sync_channel::<PathBuf>(REAPER_QUEUE);
+        std::thread::Builder::new()
+            .name("dfs-store-reaper".into())
+            .spawn(move || {
+                // Ends when the store is dropped (its sender with it).
+                for path in doomed {
+                    if let Err(e) = fs::remove_file(&path)
+                        && e.kind() != ErrorKind::NotFound
+                    {
+                        warn!(path = %path.display(), error = %e, "cannot remove a deleted file");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io("starting the reaper thread", e))?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir,
@@ -343,6 +382,7 @@ impl Store {
                 tmp_dir,
                 fsync: config.fsync,
                 group,
+                reaper,
                 files: Mutex::new(map),
                 tmp_counter: AtomicU64::new(0),
                 _lock: lock,
@@ -400,10 +440,9 @@ impl Store {
             let written = (|| {
                 tmp.write_all_at(&fresh_header_image(1, &header), 0)
                     .ctx(|| format!("writing {}", tmp_path.display()))?;
-                if inner.fsync {
-                    tmp.sync_all()
-                        .ctx(|| format!("syncing {}", tmp_path.display()))?;
-                }
+                inner
+                    .sync_file(&tmp)
+                    .ctx(|| format!("syncing {}", tmp_path.display()))?;
                 let path = inner.file_path(id);
                 fs::rename(&tmp_path, &path).ctx(|| format!("renaming into {}", path.display()))
             })();
@@ -678,8 +717,18 @@ impl Store {
             return Err(StoreError::NotFound(id));
         }
         let path = inner.file_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
+        // Unlinking a file can take milliseconds (freeing its blocks; on a file system
+        // mounted with `discard`, waiting for the device to trim them): it is moved out of
+        // `files/` into `tmp/`, and the reaper unlinks it there. Recovery empties `tmp/`.
+        let n = inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let doomed = inner.tmp_dir.join(format!("{}.{n}.deleted", file_name(id)));
+        match fs::rename(&path, &doomed) {
+            Ok(()) => {
+                if let Err(TrySendError::Full(doomed)) = inner.reaper.try_send(doomed) {
+                    // The reaper is behind: unlink here, so that its queue stays bounded.
+                    let _ = fs::remove_file(doomed);
+                }
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 warn!(id = %file_name(id), "data file already missing at delete");
             }
@@ -863,10 +912,9 @@ fn commit_put(
     let seq = live.seq + 1;
     tmp.write_all_at(&fresh_header_image(seq, &header), 0)
         .ctx(|| format!("writing {}", tmp_path.display()))?;
-    if inner.fsync {
-        tmp.sync_all()
-            .ctx(|| format!("syncing {}", tmp_path.display()))?;
-    }
+    inner
+        .sync_file(tmp)
+        .ctx(|| format!("syncing {}", tmp_path.display()))?;
     let path = inner.file_path(id);
     fs::rename(tmp_path, &path).ctx(|| format!("renaming into {}", path.display()))?;
     *live = Live {
