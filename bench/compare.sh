@@ -30,7 +30,8 @@
 #   --quick      shorter runs for a smoke test (about two minutes after the build):
 #                clients 1 8 64, 2 s per workload, BIG_SIZE 64MiB, 2 failover runs,
 #                200 keys and files to read
-#   --out DIR    where to write the results [default: bench/results/<UTC date>]
+#   --out DIR    where to write the results [default: bench/results/<UTC date>, or
+#                bench/results/<UTC date>-quick with --quick]
 #   --no-build   use the release binaries already built
 # Environment (overrides the defaults of the mode):
 #   CLIENTS="1 8 64 256"  DURATION=10s  WARMUP=1s  BIG_SIZE=1GiB  SMALL_FILES=2000
@@ -86,6 +87,7 @@ STOP_LIMIT=30
 
 if [ -z "$OUT" ]; then
   OUT="$ROOT/bench/results/$(date -u +%Y-%m-%d)"
+  [ "$MODE" = quick ] && OUT="$OUT-quick"
   [ -e "$OUT" ] && OUT="$OUT-$(date -u +%H%M%S)"
 fi
 mkdir -p "$OUT/raw" "$OUT/logs"
