@@ -55,7 +55,6 @@
 //! The files it writes are under a fresh prefix `bench-PID-MILLIS/`; with `--servers`
 //! they are deleted at the end unless `--keep`.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,7 +66,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use dfs::client::{Client, ClientConfig};
-use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -75,12 +73,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 mod cluster;
 #[path = "../shared/duration.rs"]
 mod duration;
+#[path = "../shared/load.rs"]
+mod load;
 
 use cluster::{Cluster, IDS, default_server};
 use duration::parse_duration;
+use load::{End, Payload, Stats, parse_size, pseudo_random};
 
-/// The longest latency the histograms hold: one hour, in microseconds.
-const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// One operation of a workload, on a dfs [`Client`].
+type OpFn = load::OpFn<Client>;
+
 /// The block the big file's content repeats (each copy stamped with its index).
 const BLOCK: usize = 1 << 20;
 /// Share of reads in `mix`, in percent.
@@ -167,22 +169,6 @@ const ALL: [Workload; 7] = [
     Workload::Big,
     Workload::Latency,
 ];
-
-/// Parses a byte count: digits and an optional unit, `B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (n, unit) = duration::number_and_unit(text, "a size such as 4096, 4KiB, 256MiB or 1GiB")?;
-    let unit = unit.to_ascii_lowercase();
-    let shift = match unit.as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        _ => return Err(format!("unknown unit in {text:?}: use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -351,106 +337,6 @@ async fn run(
     })
 }
 
-/// Content of SIZE-byte payloads: a fixed pseudo-random block, its first 8 bytes replaced
-/// by a number (the operation's or the file's), so two payloads differ.
-#[derive(Clone)]
-struct Payload {
-    base: Arc<Vec<u8>>,
-}
-
-impl Payload {
-    fn new(size: u64) -> Payload {
-        Payload {
-            base: Arc::new(pseudo_random(size as usize, 0x5eed)),
-        }
-    }
-
-    fn stamped(&self, n: u64) -> Bytes {
-        let mut v = self.base.as_ref().clone();
-        let stamp = n.to_le_bytes();
-        let k = v.len().min(stamp.len());
-        v[..k].copy_from_slice(&stamp[..k]);
-        Bytes::from(v)
-    }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng(seed | 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// xorshift64*: cheap, good enough to pick files.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Counts of one task, or of a whole workload once merged.
-struct Stats {
-    ops: u64,
-    errors: u64,
-    bytes: u64,
-    hist: Histogram<u64>,
-    first_error: Option<String>,
-}
-
-impl Stats {
-    fn new() -> Stats {
-        Stats {
-            ops: 0,
-            errors: 0,
-            bytes: 0,
-            hist: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds"),
-            first_error: None,
-        }
-    }
-
-    fn ok(&mut self, took: Duration, bytes: u64) {
-        self.ops += 1;
-        self.bytes += bytes;
-        let us = (took.as_micros() as u64).clamp(1, LATENCY_MAX_US);
-        self.hist.saturating_record(us);
-    }
-
-    fn err(&mut self, e: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(e);
-    }
-
-    fn merge(&mut self, other: Stats) {
-        self.ops += other.ops;
-        self.errors += other.errors;
-        self.bytes += other.bytes;
-        self.hist.add(&other.hist).expect("same bounds");
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
-}
-
-/// When the tasks of a workload stop taking new operations.
-#[derive(Clone, Copy)]
-enum End {
-    At(Instant),
-    /// At this value of the operation counter.
-    Count(u64),
-}
-
 /// One workload's figures.
 struct Outcome {
     workload: &'static str,
@@ -470,11 +356,6 @@ struct Rss {
     /// The peak could not be reset: it is the peak since the process started.
     since_start: bool,
 }
-
-/// Boxed future of one operation: the payload bytes it moved, or what went wrong.
-type OpFuture = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
-/// One operation: given a client, the operation's number and the task's random numbers.
-type OpFn = Arc<dyn Fn(Client, u64, &mut Rng) -> OpFuture + Send + Sync>;
 
 struct Bench<'a> {
     cli: &'a Cli,
@@ -589,46 +470,7 @@ impl Bench<'_> {
 
     /// Runs `op` on `clients` tasks until `end`; their merged counts and the wall-clock time.
     async fn drive(&self, clients: usize, end: End, op: &OpFn) -> (Stats, Duration) {
-        let started = Instant::now();
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        let tasks: Vec<_> = (0..clients)
-            .map(|k| {
-                let client = self.pool[k % self.pool.len()].clone();
-                let (op, counter) = (op.clone(), self.counter.clone());
-                let mut rng = Rng((seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
-                tokio::spawn(async move {
-                    let mut stats = Stats::new();
-                    loop {
-                        let i = counter.fetch_add(1, Ordering::Relaxed);
-                        let over = match end {
-                            End::At(t) => Instant::now() >= t,
-                            End::Count(n) => i >= n,
-                        };
-                        if over {
-                            break;
-                        }
-                        let fut = op(client.clone(), i, &mut rng);
-                        let t0 = Instant::now();
-                        match fut.await {
-                            Ok(bytes) => stats.ok(t0.elapsed(), bytes),
-                            Err(e) => stats.err(e),
-                        }
-                    }
-                    stats
-                })
-            })
-            .collect();
-        let mut total = Stats::new();
-        for task in tasks {
-            match task.await {
-                Ok(stats) => total.merge(stats),
-                Err(e) => total.err(format!("a client task failed: {e}")),
-            }
-        }
-        (total, started.elapsed())
+        load::drive(&self.pool, clients, end, &self.counter, op).await
     }
 
     /// Writes the files `read` and `mix` read, once: `--files` files of SIZE bytes.
@@ -963,39 +805,10 @@ struct Report {
 }
 
 impl Outcome {
-    fn secs(&self) -> f64 {
-        self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn ops_per_s(&self) -> f64 {
-        self.stats.ops as f64 / self.secs()
-    }
-
-    fn mb_per_s(&self) -> f64 {
-        self.stats.bytes as f64 / self.secs() / 1e6
-    }
-
-    /// Latency at quantile `q`, in microseconds (0 when nothing succeeded).
-    fn latency_us(&self, q: f64) -> u64 {
-        if self.stats.hist.is_empty() {
-            0
-        } else {
-            self.stats.hist.value_at_quantile(q)
-        }
-    }
-
     /// The servers' CPU time per successful operation, in microseconds.
     fn cpu_per_op_us(&self) -> Option<f64> {
         let cpu = self.cpu_us?;
         (self.stats.ops > 0).then(|| cpu as f64 / self.stats.ops as f64)
-    }
-
-    fn max_us(&self) -> u64 {
-        if self.stats.hist.is_empty() {
-            0
-        } else {
-            self.stats.hist.max()
-        }
     }
 }
 
@@ -1019,32 +832,18 @@ impl Report {
             "files": self.files,
             "small_files": self.small_files,
             "big_size": self.big_size,
-            "workloads": self.results.iter().map(|o| json!({
-                "workload": o.workload,
-                "clients": o.clients,
-                "ops": o.stats.ops,
-                "errors": o.stats.errors,
-                "first_error": o.stats.first_error,
-                "bytes": o.stats.bytes,
-                "elapsed_s": o.elapsed.as_secs_f64(),
-                "ops_per_s": o.ops_per_s(),
-                "mb_per_s": o.mb_per_s(),
-                "latency_us": {
-                    "p50": o.latency_us(0.5),
-                    "p99": o.latency_us(0.99),
-                    "p999": o.latency_us(0.999),
-                    "max": o.max_us(),
-                    "mean": if o.stats.hist.is_empty() { 0.0 } else { o.stats.hist.mean() },
-                },
-                "server_cpu_us": o.cpu_us,
-                "server_cpu_us_per_op": o.cpu_per_op_us(),
-                "server_peak_rss": o.rss.iter().map(|r| json!({
+            "workloads": self.results.iter().map(|o| {
+                let mut w = load::workload_json(o.workload, o.clients, &o.stats, o.elapsed);
+                w["server_cpu_us"] = json!(o.cpu_us);
+                w["server_cpu_us_per_op"] = json!(o.cpu_per_op_us());
+                w["server_peak_rss"] = o.rss.iter().map(|r| json!({
                     "node": r.proc_.node,
                     "pid": r.proc_.pid,
                     "bytes": r.bytes,
                     "since_start": r.since_start,
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+                })).collect();
+                w
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -1078,22 +877,11 @@ impl Report {
             self.size,
             self.warmup.as_secs_f64(),
         ));
-        let header = [
-            "workload",
-            "clients",
-            "ops",
-            "errors",
-            "ops/s",
-            "MB/s",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "max ms",
-            "CPU us/op",
-            "peak RSS MiB",
-        ];
-        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
-        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+        let mut header: Vec<String> = load::HEADER.iter().map(|h| h.to_string()).collect();
+        header.push("CPU us/op".to_string());
+        header.push("peak RSS MiB".to_string());
+        let rss_column = header.len() - 1;
+        let mut rows = vec![header];
         let mut since_start = false;
         for o in &self.results {
             let rss = if o.rss.is_empty() {
@@ -1114,40 +902,15 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
-            rows.push(vec![
-                o.workload.to_string(),
-                o.clients.to_string(),
-                o.stats.ops.to_string(),
-                o.stats.errors.to_string(),
-                format!("{:.1}", o.ops_per_s()),
-                format!("{:.2}", o.mb_per_s()),
-                ms(o.latency_us(0.5)),
-                ms(o.latency_us(0.99)),
-                ms(o.latency_us(0.999)),
-                ms(o.max_us()),
+            let mut row = load::row(o.workload, o.clients, &o.stats, o.elapsed);
+            row.push(
                 o.cpu_per_op_us()
                     .map_or("-".to_string(), |c| format!("{c:.0}")),
-                rss,
-            ]);
+            );
+            row.push(rss);
+            rows.push(row);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| {
-                    if c == 0 || c == header.len() - 1 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        out.push_str(&load::aligned(&rows, &[rss_column]));
         let nodes: Vec<String> = self
             .results
             .first()
@@ -1187,19 +950,6 @@ impl Report {
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("10B"), Ok(10));
-        for bad in ["", "KiB", "1.5MiB", "-1", "4 TB", "99999999999999999999"] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_pattern_is_the_same_however_it_is_cut() {
