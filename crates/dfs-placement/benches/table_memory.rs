@@ -36,8 +36,11 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// A stride coprime with every table size used (powers of ten), to scatter the inserts.
 const STRIDE: usize = 7_919;
 
+/// Makes the `k`th name of a shape.
+type NameFn = fn(usize) -> String;
+
 /// The name shapes: their length, and the `k`th name of that shape.
-const SHAPES: [(usize, fn(usize) -> String); 2] = [(22, short_name), (40, long_name)];
+const SHAPES: [(usize, NameFn); 2] = [(22, short_name), (40, long_name)];
 
 /// How a table is filled.
 const ORDERS: [&str; 3] = ["ascending", "scattered", "loaded"];
@@ -82,7 +85,7 @@ fn rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn build(files: usize, name: fn(usize) -> String, scattered: bool) -> PlacementTable {
+fn build(files: usize, name: NameFn, scattered: bool) -> PlacementTable {
     let mut table = PlacementTable::new();
     for i in 0..files {
         let k = if scattered { i * STRIDE % files } else { i };
