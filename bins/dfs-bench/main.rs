@@ -3,10 +3,11 @@
 //! would use it.
 //!
 //! It drives a running cluster (`--servers`, default `$DFS_SERVERS`), or with `--spawn`
-//! starts three real `dfs-server` processes of its own (the binary next to this one, or
-//! `--server`) on free loopback ports in a fresh temporary directory, with replication
-//! factor 2 and fsync on (the defaults), and stops them and removes their data when it ends
-//! (on an error or Ctrl-C too).
+//! starts real `dfs-server` processes of its own (three, or `--nodes N` from R to 32; the
+//! binary next to this one, or `--server`) on free loopback ports in a fresh temporary
+//! directory, with replication factor 2 and fsync on (the defaults), and stops them and
+//! removes their data when it ends (on an error or Ctrl-C too). The report gives the
+//! cluster's node count (as its `status` lists the members).
 //!
 //! # Workloads
 //! Each runs with `--clients` concurrent clients for `--duration` (or for `--ops`
@@ -26,7 +27,23 @@
 //! - `big`: one put of `--big-size` bytes (1 GiB by default) streamed with
 //!   `Client::put_stream`, then one get of it streamed with `Client::read_to` into a sink
 //!   that checks it; reported as `big-put` and `big-get`, one operation each;
-//! - `latency`: one client, sequential appends of SIZE bytes to one file.
+//! - `latency`: one client, sequential appends of SIZE bytes to one file;
+//! - `files` (not part of `all`): how the namespace scales. For each of `--file-counts`
+//!   (1000 and 10000 by default; `100k`, `1M` are accepted), in increasing order, it grows
+//!   the number of files it made to that count, `--clients` at a time, each file made by
+//!   one `create` (so empty: a map commit and an empty file on R nodes), in directories of
+//!   100 (`PREFIX/files/DDDDD/NN`), reported as `create/COUNT` (one operation per file
+//!   created at that step). It then notes each server's RSS (`VmRSS`), and times, as the
+//!   timed workloads above (`--clients`, `--warmup`, `--duration` or `--ops`): `stat/COUNT`,
+//!   a `stat` of one of the files at random (checked: its name, size 0), and
+//!   `ls-dir/COUNT`, the listing of one of the directories at random (`Client::list` of
+//!   `PREFIX/files/DDDDD/`: one `List` request, 100 entries, fewer in the last directory;
+//!   checked: the count), and `ls-all/COUNT`, three listings by one client of all the files
+//!   (`Client::list` of `PREFIX/files/`: one `List` request per 512 files, the most a page
+//!   holds; checked: the count). Per count it also reports each server's RSS and its growth
+//!   since before the first create divided by the files created (bytes per file: the whole
+//!   server's, not only the placement table's; `cargo bench -p dfs-placement --bench
+//!   table_memory` measures the table alone). The files are left in place.
 //!
 //! # Clients
 //! A client is a task that sends one operation, waits for its answer, and sends the next
@@ -44,8 +61,10 @@
 //! `/proc/PID/status`; with `--servers`, only for the processes given with
 //! `--server-pids`). The peak is reset (`/proc/PID/clear_refs`) before each workload where
 //! the system allows it, so it is that workload's; where it does not, it is the peak since
-//! the process started, and flagged so. As an aligned table, or with `--json` one JSON
-//! object on stdout.
+//! the process started, and flagged so. As an aligned table (with `files`, a second one of
+//! the servers' RSS per file count), or with `--json` one JSON object on stdout (`files`
+//! adds `file_count` to its rows of `workloads`, and fills `file_counts`: per count, each
+//! server's `start_bytes`, `bytes` and `bytes_per_file`, and the `ls_all_pages`).
 //!
 //! Every read is checked against the bytes written (each payload carries its operation's
 //! number, so a stale or misplaced answer differs): a mismatch counts as an error, never
@@ -76,7 +95,7 @@ mod duration;
 #[path = "../shared/load.rs"]
 mod load;
 
-use cluster::{Cluster, IDS, default_server};
+use cluster::{Cluster, NODES_MAX, REPLICATION, default_server};
 use duration::parse_duration;
 use load::{End, Payload, Stats, parse_size, pseudo_random};
 
@@ -87,6 +106,14 @@ type OpFn = load::OpFn<Client>;
 const BLOCK: usize = 1 << 20;
 /// Share of reads in `mix`, in percent.
 const MIX_READ_PERCENT: u64 = 90;
+/// Files per directory in `files`: what one `ls-dir` lists.
+const FILES_PER_DIR: u64 = 100;
+/// Listings of all the files per file count in `files` (`ls-all`).
+const LS_ALL_RUNS: u64 = 3;
+/// The most files `--file-counts` may ask for.
+const FILE_COUNT_MAX: u64 = 10_000_000;
+/// Entries per `List` page: the client library asks for the most a page may hold.
+const LIST_PAGE: u64 = dfs::proto::PAGE_ENTRIES_MAX as u64;
 
 /// A load generator for dfs: throughput, latency and server memory per workload.
 #[derive(Parser, Debug)]
@@ -95,9 +122,12 @@ struct Cli {
     /// Nodes of a running cluster, `HOST:PORT,...` (ignored with `--spawn`).
     #[arg(long, env = "DFS_SERVERS", value_name = "ADDRS")]
     servers: Option<String>,
-    /// Start three `dfs-server` processes on loopback (R = 2, fsync on) for the run.
+    /// Start `dfs-server` processes on loopback (R = 2, fsync on) for the run.
     #[arg(long)]
     spawn: bool,
+    /// How many servers `--spawn` starts [default: 3].
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
     /// The `dfs-server` binary for `--spawn` [default: the one next to this program].
     #[arg(long, value_name = "PATH")]
     server: Option<PathBuf>,
@@ -109,7 +139,7 @@ struct Cli {
     #[arg(long, value_name = "PIDS", value_delimiter = ',')]
     server_pids: Vec<u32>,
     /// Workloads to run, comma-separated: append, put, read, mix, small-files, big,
-    /// latency, or all.
+    /// latency, files, or all (every one but files).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     workload: Vec<Workload>,
     /// Concurrent clients.
@@ -139,6 +169,10 @@ struct Cli {
     /// Size of the `big` workload's file.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
     big_size: u64,
+    /// The numbers of files the `files` workload grows the namespace to, comma-separated
+    /// (`1000`, `100k`, `1M`; k and M are powers of 1000).
+    #[arg(long, value_parser = parse_count, value_delimiter = ',', default_value = "1000,10000")]
+    file_counts: Vec<u64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -156,10 +190,11 @@ enum Workload {
     SmallFiles,
     Big,
     Latency,
+    Files,
     All,
 }
 
-/// The order `all` runs them in.
+/// The order `all` runs them in (`files`, which leaves its files behind, is not one).
 const ALL: [Workload; 7] = [
     Workload::Append,
     Workload::Put,
@@ -170,8 +205,22 @@ const ALL: [Workload; 7] = [
     Workload::Latency,
 ];
 
+/// Parses a count: digits and an optional unit, `k` (10^3) or `M` (10^6).
+fn parse_count(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (n, unit) = duration::number_and_unit(text, "a count such as 1000, 100k or 1M")?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        _ => return Err(format!("unknown unit in {text:?}: use k or M")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if cli.clients == 0 || cli.connections == Some(0) {
         bail!("--clients and --connections must be at least 1");
     }
@@ -180,6 +229,22 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.files == 0 {
         bail!("--files must be at least 1");
+    }
+    if let Some(n) = cli.nodes {
+        if !cli.spawn {
+            bail!("--nodes is for --spawn (a running cluster has the nodes it has)");
+        }
+        if !(REPLICATION..=NODES_MAX).contains(&n) {
+            bail!("--nodes must be {REPLICATION} (R) to {NODES_MAX}");
+        }
+    }
+    cli.file_counts.sort_unstable();
+    cli.file_counts.dedup();
+    if cli.file_counts.first() == Some(&0) || cli.file_counts.is_empty() {
+        bail!("--file-counts must be at least 1 each");
+    }
+    if cli.file_counts.iter().any(|&n| n > FILE_COUNT_MAX) {
+        bail!("--file-counts must be at most {FILE_COUNT_MAX} each");
     }
     let mut workloads = Vec::new();
     for w in &cli.workload {
@@ -232,6 +297,8 @@ struct Proc {
 struct Setup {
     mode: &'static str,
     servers: Vec<String>,
+    /// Members of the cluster (as its `status` lists them).
+    nodes: usize,
     replication_factor: Option<u32>,
     fsync: Option<bool>,
     connections: usize,
@@ -254,7 +321,11 @@ async fn run(
         };
         let cluster = slot.insert(Cluster::new(server, "dfs-bench", cli.keep)?);
         cluster.extra_args = cli.server_arg.clone();
+        if let Some(n) = cli.nodes {
+            cluster.node_count = n;
+        }
         cluster.start().await?;
+        let ids = cluster.ids();
         let procs = cluster
             .pids()
             .into_iter()
@@ -264,8 +335,9 @@ async fn run(
             })
             .collect::<Vec<_>>();
         eprintln!(
-            "three dfs-server processes on {} (R = {}{}), data in {}",
-            cluster.servers(&IDS).join(", "),
+            "{} dfs-server processes on {} (R = {}{}), data in {}",
+            ids.len(),
+            cluster.servers(&ids).join(", "),
             cluster::REPLICATION,
             if cli.server_arg.is_empty() {
                 ", fsync on".to_string()
@@ -274,7 +346,7 @@ async fn run(
             },
             cluster.root.display()
         );
-        (cluster.servers(&IDS), procs, "spawn")
+        (cluster.servers(&ids), procs, "spawn")
     } else {
         let Some(list) = &cli.servers else {
             bail!("give --servers HOST:PORT,... (or set DFS_SERVERS), or --spawn");
@@ -299,6 +371,7 @@ async fn run(
     let setup = Setup {
         mode,
         servers,
+        nodes: status.nodes.len(),
         replication_factor: Some(status.replication_factor),
         fsync: cli
             .spawn
@@ -315,6 +388,7 @@ async fn run(
         counter: Arc::new(AtomicU64::new(0)),
         data: Payload::new(cli.size),
         prepared: None,
+        memory: Vec::new(),
     };
     let mut results = Vec::new();
     for &w in workloads {
@@ -323,6 +397,7 @@ async fn run(
     if !cli.spawn && !cli.keep {
         bench.clean_up().await;
     }
+    let memory = std::mem::take(&mut bench.memory);
     Ok(Report {
         setup,
         cli_clients: cli.clients,
@@ -334,12 +409,15 @@ async fn run(
         files: cli.files,
         small_files: cli.small_files,
         big_size: cli.big_size,
+        memory,
     })
 }
 
 /// One workload's figures.
 struct Outcome {
     workload: &'static str,
+    /// The files in the namespace, for the parts of `files`.
+    file_count: Option<u64>,
     stats: Stats,
     elapsed: Duration,
     clients: usize,
@@ -367,6 +445,37 @@ struct Bench<'a> {
     data: Payload,
     /// The files `read` and `mix` read: their names and contents (written once).
     prepared: Option<Arc<Vec<(String, Bytes)>>>,
+    /// The servers' memory at each count of `files`.
+    memory: Vec<FileCountMemory>,
+}
+
+/// The servers' memory once `files` has grown the namespace to `files` files.
+struct FileCountMemory {
+    files: u64,
+    /// Per watched server: `VmRSS` before the first file was created, and now.
+    rss: Vec<(Proc, Option<u64>, Option<u64>)>,
+}
+
+impl FileCountMemory {
+    /// Growth of a server's RSS since the start, per file created (`None` if unknown).
+    fn bytes_per_file(&self, start: Option<u64>, now: Option<u64>) -> Option<f64> {
+        let (start, now) = (start?, now?);
+        Some((now as f64 - start as f64) / self.files as f64)
+    }
+}
+
+/// The `k`th file of the `files` workload: directories of [`FILES_PER_DIR`] files.
+fn numbered_file(prefix: &str, k: u64) -> String {
+    format!(
+        "{}/{:02}",
+        numbered_dir(prefix, k / FILES_PER_DIR),
+        k % FILES_PER_DIR
+    )
+}
+
+/// The `d`th directory of the `files` workload (no trailing `/`).
+fn numbered_dir(prefix: &str, d: u64) -> String {
+    format!("{prefix}/files/{d:05}")
 }
 
 impl Bench<'_> {
@@ -381,6 +490,7 @@ impl Bench<'_> {
             Workload::SmallFiles => "small-files",
             Workload::Big => "big",
             Workload::Latency => "latency",
+            Workload::Files => "files",
             Workload::All => unreachable!("expanded"),
         };
         eprintln!("{name}: running");
@@ -435,6 +545,7 @@ impl Bench<'_> {
                 })
             }
             Workload::Big => return self.big().await,
+            Workload::Files => return self.files().await,
             Workload::All => unreachable!("expanded"),
         };
         let clients = if w == Workload::Latency {
@@ -460,6 +571,7 @@ impl Bench<'_> {
         let rss = self.peaks(&resets);
         Ok(vec![Outcome {
             workload: name,
+            file_count: None,
             stats,
             elapsed,
             clients,
@@ -574,6 +686,7 @@ impl Bench<'_> {
         Ok(vec![
             Outcome {
                 workload: "big-put",
+                file_count: None,
                 stats: put,
                 elapsed: put_elapsed,
                 clients: 1,
@@ -582,6 +695,7 @@ impl Bench<'_> {
             },
             Outcome {
                 workload: "big-get",
+                file_count: None,
                 stats: get,
                 elapsed: get_elapsed,
                 clients: 1,
@@ -589,6 +703,157 @@ impl Bench<'_> {
                 cpu_us: get_cpu,
             },
         ])
+    }
+
+    /// The `files` workload: for each of `--file-counts`, grows the namespace to that many
+    /// empty files (`create`, `--clients` at a time), notes each server's RSS, then times
+    /// `stat` of a random one of them and `ls` of a random directory of 100 (each as a timed
+    /// workload) and [`LS_ALL_RUNS`] listings of all of them (one client).
+    async fn files(&mut self) -> anyhow::Result<Vec<Outcome>> {
+        let cli = self.cli;
+        let start = self.current_rss();
+        let mut have = 0;
+        let mut outcomes = Vec::new();
+        for &count in &cli.file_counts {
+            // Grow: files have..count, each one create (empty).
+            eprintln!("files: creating files {have}..{count}");
+            let (prefix, first) = (self.prefix.clone(), self.counter.load(Ordering::Relaxed));
+            let create: OpFn = Arc::new(move |c, i, _| {
+                let file = numbered_file(&prefix, have + (i - first));
+                Box::pin(async move {
+                    let info = c
+                        .create(&file)
+                        .await
+                        .map_err(|e| format!("create {file}: {e}"))?;
+                    if info.size != 0 {
+                        return Err(format!("created {file} with {} bytes", info.size));
+                    }
+                    Ok(0)
+                })
+            });
+            let resets = self.reset_peaks();
+            let cpu = self.cpu_us();
+            let (stats, elapsed) = self
+                .drive(cli.clients, End::Count(first + count - have), &create)
+                .await;
+            let rss = self.peaks(&resets);
+            let cpu_us = self.cpu_us_since(cpu);
+            let now = self.current_rss();
+            if stats.errors > 0 {
+                bail!(
+                    "creating files {have}..{count} failed {} times; first: {}",
+                    stats.errors,
+                    stats.first_error.unwrap_or_default()
+                );
+            }
+            eprintln!(
+                "files: created {} files in {:.2} s ({:.0}/s)",
+                count - have,
+                elapsed.as_secs_f64(),
+                (count - have) as f64 / elapsed.as_secs_f64().max(1e-9)
+            );
+            have = count;
+            outcomes.push(Outcome {
+                workload: "create",
+                file_count: Some(count),
+                stats,
+                elapsed,
+                clients: cli.clients,
+                rss,
+                cpu_us,
+            });
+            self.memory.push(FileCountMemory {
+                files: count,
+                rss: self
+                    .procs
+                    .iter()
+                    .zip(start.iter().zip(now))
+                    .map(|(p, (&s, n))| (*p, s, n))
+                    .collect(),
+            });
+
+            let prefix = self.prefix.clone();
+            let stat: OpFn = Arc::new(move |c, _, rng| {
+                let file = numbered_file(&prefix, rng.below(count));
+                Box::pin(async move {
+                    let info = c
+                        .stat(&file)
+                        .await
+                        .map_err(|e| format!("stat {file}: {e}"))?;
+                    if info.name != file || info.size != 0 {
+                        return Err(format!("stat {file}: got {info:?}"));
+                    }
+                    Ok(0)
+                })
+            });
+            outcomes.push(self.timed("stat", count, &stat).await);
+
+            let prefix = self.prefix.clone();
+            let ls_dir: OpFn = Arc::new(move |c, _, rng| {
+                let d = rng.below(count.div_ceil(FILES_PER_DIR));
+                let want = (count - d * FILES_PER_DIR).min(FILES_PER_DIR);
+                let dir = format!("{}/", numbered_dir(&prefix, d));
+                Box::pin(async move { list_checked(&c, &dir, want).await })
+            });
+            outcomes.push(self.timed("ls-dir", count, &ls_dir).await);
+
+            let all = format!("{}/files/", self.prefix);
+            let ls_all: OpFn = Arc::new(move |c, _, _| {
+                let all = all.clone();
+                Box::pin(async move { list_checked(&c, &all, count).await })
+            });
+            let first = self.counter.load(Ordering::Relaxed);
+            let resets = self.reset_peaks();
+            let cpu = self.cpu_us();
+            let (stats, elapsed) = self
+                .drive(1, End::Count(first + LS_ALL_RUNS), &ls_all)
+                .await;
+            outcomes.push(Outcome {
+                workload: "ls-all",
+                file_count: Some(count),
+                stats,
+                elapsed,
+                clients: 1,
+                rss: self.peaks(&resets),
+                cpu_us: self.cpu_us_since(cpu),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs `op` as a timed workload: `--clients` clients for `--duration` (or `--ops`)
+    /// after `--warmup`.
+    async fn timed(&self, workload: &'static str, file_count: u64, op: &OpFn) -> Outcome {
+        let cli = self.cli;
+        eprintln!("{workload}: running at {file_count} files");
+        if !cli.warmup.is_zero() {
+            self.drive(cli.clients, End::At(Instant::now() + cli.warmup), op)
+                .await;
+        }
+        let end = match cli.ops {
+            Some(n) => End::Count(self.counter.load(Ordering::Relaxed) + n),
+            None => End::At(Instant::now() + cli.duration),
+        };
+        let resets = self.reset_peaks();
+        let cpu = self.cpu_us();
+        let (stats, elapsed) = self.drive(cli.clients, end, op).await;
+        Outcome {
+            workload,
+            file_count: Some(file_count),
+            stats,
+            elapsed,
+            clients: cli.clients,
+            rss: self.peaks(&resets),
+            cpu_us: self.cpu_us_since(cpu),
+        }
+    }
+
+    /// Each watched server's current RSS (`VmRSS`), in bytes.
+    fn current_rss(&self) -> Vec<Option<u64>> {
+        self.procs
+            .iter()
+            .map(|p| status_bytes(p.pid, "VmRSS:"))
+            .collect()
     }
 
     /// Resets each watched server's peak RSS to its current RSS; whether each could be.
@@ -673,6 +938,18 @@ async fn read_checked(c: &Client, file: &str, want: &Bytes) -> Result<u64, Strin
         ));
     }
     Ok(got.len() as u64)
+}
+
+/// Lists `prefix` (every page) and checks it holds `want` files.
+async fn list_checked(c: &Client, prefix: &str, want: u64) -> Result<u64, String> {
+    let entries = c
+        .list(prefix)
+        .await
+        .map_err(|e| format!("ls {prefix}: {e}"))?;
+    if entries.len() as u64 != want {
+        return Err(format!("ls {prefix}: {} files, not {want}", entries.len()));
+    }
+    Ok(0)
 }
 
 /// Create, append `body`, read back and check, delete.
@@ -779,10 +1056,15 @@ fn cpu_us(pid: u32) -> Option<u64> {
 
 /// `VmHWM` of `/proc/PID/status`, in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// The line `field` (`VmHWM:`, `VmRSS:`) of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line
-        .trim_start_matches("VmHWM:")
+        .trim_start_matches(field)
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -802,6 +1084,7 @@ struct Report {
     small_files: u64,
     big_size: u64,
     results: Vec<Outcome>,
+    memory: Vec<FileCountMemory>,
 }
 
 impl Outcome {
@@ -821,6 +1104,7 @@ impl Report {
             "started_unix_ms": s.started_unix_ms as u64,
             "mode": s.mode,
             "servers": s.servers,
+            "nodes": s.nodes,
             "replication_factor": s.replication_factor,
             "fsync": s.fsync,
             "clients": self.cli_clients,
@@ -834,6 +1118,7 @@ impl Report {
             "big_size": self.big_size,
             "workloads": self.results.iter().map(|o| {
                 let mut w = load::workload_json(o.workload, o.clients, &o.stats, o.elapsed);
+                w["file_count"] = json!(o.file_count);
                 w["server_cpu_us"] = json!(o.cpu_us);
                 w["server_cpu_us_per_op"] = json!(o.cpu_per_op_us());
                 w["server_peak_rss"] = o.rss.iter().map(|r| json!({
@@ -844,6 +1129,17 @@ impl Report {
                 })).collect();
                 w
             }).collect::<Vec<_>>(),
+            "file_counts": self.memory.iter().map(|m| json!({
+                "files": m.files,
+                "ls_all_pages": ls_pages(m.files),
+                "server_rss": m.rss.iter().map(|&(p, start, now)| json!({
+                    "node": p.node,
+                    "pid": p.pid,
+                    "start_bytes": start,
+                    "bytes": now,
+                    "bytes_per_file": m.bytes_per_file(start, now),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -856,14 +1152,15 @@ impl Report {
             (None, None) => String::new(),
         };
         out.push_str(&format!(
-            "dfs-bench: {} ({}; R = {}, fsync {}), {} clients over {} connection{}, {}-byte \
-             operations, {how_long} per timed workload after {:.1} s of warm-up\n",
+            "dfs-bench: {} ({}; {} nodes, R = {}, fsync {}), {} clients over {} connection{}, \
+             {}-byte operations, {how_long} per timed workload after {:.1} s of warm-up\n",
             s.servers.join(","),
             if s.mode == "spawn" {
                 "spawned"
             } else {
                 "running cluster"
             },
+            s.nodes,
             s.replication_factor
                 .map_or("?".to_string(), |r| r.to_string()),
             match s.fsync {
@@ -902,7 +1199,11 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
-            let mut row = load::row(o.workload, o.clients, &o.stats, o.elapsed);
+            let name = match o.file_count {
+                Some(n) => format!("{}/{n}", o.workload),
+                None => o.workload.to_string(),
+            };
+            let mut row = load::row(&name, o.clients, &o.stats, o.elapsed);
             row.push(
                 o.cpu_per_op_us()
                     .map_or("-".to_string(), |c| format!("{c:.0}")),
@@ -935,6 +1236,9 @@ impl Report {
                 }
             ));
         }
+        if let Some(first) = self.memory.first() {
+            out.push_str(&self.memory_table(first));
+        }
         for o in &self.results {
             if let Some(e) = &o.stats.first_error {
                 out.push_str(&format!(
@@ -945,11 +1249,117 @@ impl Report {
         }
         out
     }
+
+    /// The servers' memory at each file count of `files`.
+    fn memory_table(&self, first: &FileCountMemory) -> String {
+        let names: Vec<String> = first
+            .rss
+            .iter()
+            .map(|(p, _, _)| match p.node {
+                Some(n) => format!("node {n}"),
+                None => format!("pid {}", p.pid),
+            })
+            .collect();
+        let mut out = format!(
+            "files: server RSS (VmRSS) of {} after the creates, and its growth since before \
+             the first create per file created; ls-dir lists {FILES_PER_DIR} files (one \
+             List request), ls-all all of them ({LIST_PAGE} per List request)\n",
+            names.join(" / ")
+        );
+        let mib =
+            |b: Option<u64>| b.map_or("?".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        let mut rows = vec![vec![
+            "files".to_string(),
+            "RSS MiB".to_string(),
+            "bytes per file".to_string(),
+        ]];
+        rows.push(vec![
+            "0".to_string(),
+            first
+                .rss
+                .iter()
+                .map(|&(_, start, _)| mib(start))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            "-".to_string(),
+        ]);
+        for m in &self.memory {
+            rows.push(vec![
+                m.files.to_string(),
+                m.rss
+                    .iter()
+                    .map(|&(_, _, now)| mib(now))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                m.rss
+                    .iter()
+                    .map(|&(_, start, now)| {
+                        m.bytes_per_file(start, now)
+                            .map_or("?".to_string(), |b| format!("{b:.0}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            ]);
+        }
+        out.push_str(&aligned(&rows, |c| c > 0));
+        out
+    }
+}
+
+/// `List` requests the client library sends to list `files` files.
+fn ls_pages(files: u64) -> u64 {
+    files.div_ceil(LIST_PAGE).max(1)
+}
+
+/// `rows` as aligned columns two spaces apart, the columns `left` picks aligned left and
+/// the others right; one line per row.
+fn aligned(rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if left(c) {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1000"), Ok(1000));
+        assert_eq!(parse_count("100k"), Ok(100_000));
+        assert_eq!(parse_count("1M"), Ok(1_000_000));
+        for bad in ["", "k", "1.5k", "-1", "1G", "1m", "99999999999999999999"] {
+            assert!(parse_count(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbered_files_sort_by_directory() {
+        assert_eq!(numbered_file("p", 0), "p/files/00000/00");
+        assert_eq!(numbered_file("p", 12_345), "p/files/00123/45");
+        assert!(numbered_file("p", 99).starts_with(&format!("{}/", numbered_dir("p", 0))));
+        assert_eq!(ls_pages(1), 1);
+        assert_eq!(ls_pages(LIST_PAGE), 1);
+        assert_eq!(ls_pages(LIST_PAGE + 1), 2);
+    }
 
     #[test]
     fn the_pattern_is_the_same_however_it_is_cut() {

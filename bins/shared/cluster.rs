@@ -1,5 +1,6 @@
-//! A three-node cluster of real `dfs-server` processes on free loopback ports, for the
-//! measuring binaries (`dfs-failover`, `dfs-bench`): replication factor 2, every other
+//! A cluster of real `dfs-server` processes (three by default, [`Cluster::node_count`])
+//! on free loopback ports, for the measuring binaries (`dfs-failover`, `dfs-bench`):
+//! replication factor 2, every other
 //! setting at its default (fsync on), data and logs in a fresh temporary directory. Every
 //! process is killed and the directory removed when the [`Cluster`] is dropped, so on an
 //! error or an interruption too, unless it was asked to keep them.
@@ -16,8 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use dfs::client::{Client, ClientConfig};
 
-/// Node ids of the cluster.
+/// Node ids of the default three-node cluster (a cluster of N nodes has ids `1..=N`).
 pub const IDS: [u64; 3] = [1, 2, 3];
+/// The most nodes a cluster may have (each is a process with its own ports and data).
+pub const NODES_MAX: usize = 32;
 /// Replicas per file.
 pub const REPLICATION: usize = 2;
 /// How long the cluster may take to start, or a node to come back.
@@ -53,7 +56,7 @@ struct Node {
     child: Option<Child>,
 }
 
-/// The three processes and their temporary directory: killed and removed on drop.
+/// The processes and their temporary directory: killed and removed on drop.
 pub struct Cluster {
     server: PathBuf,
     /// The temporary directory holding every node's data and log.
@@ -63,6 +66,9 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// Extra arguments every server is started with (after the ones this module sets).
     pub extra_args: Vec<String>,
+    /// How many nodes [`start`](Self::start) starts (ids `1..=node_count`): three unless
+    /// set before, at least [`REPLICATION`] and at most [`NODES_MAX`].
+    pub node_count: usize,
 }
 
 impl Cluster {
@@ -83,17 +89,25 @@ impl Cluster {
             members: String::new(),
             nodes: Vec::new(),
             extra_args: Vec::new(),
+            node_count: IDS.len(),
         })
     }
 
-    /// Starts the three nodes on free ports (new ports if one exits at start-up: a port
-    /// found free can be taken before the node binds it) and waits until they are ready
-    /// (see [`wait_ready`](Self::wait_ready)).
+    /// Starts the [`node_count`](Self::node_count) nodes on free ports (new ports if one
+    /// exits at start-up: a port found free can be taken before the node binds it) and
+    /// waits until they are ready (see [`wait_ready`](Self::wait_ready)).
     pub async fn start(&mut self) -> anyhow::Result<()> {
+        if !(REPLICATION..=NODES_MAX).contains(&self.node_count) {
+            bail!(
+                "a cluster has {REPLICATION} to {NODES_MAX} nodes (R = {REPLICATION}), not {}",
+                self.node_count
+            );
+        }
+        let ids: Vec<u64> = (1..=self.node_count as u64).collect();
         for attempt in 0..3 {
             self.kill_all();
-            let ports = free_ports(IDS.len())?;
-            self.nodes = IDS
+            let ports = free_ports(ids.len())?;
+            self.nodes = ids
                 .iter()
                 .zip(ports)
                 .map(|(&id, port)| {
@@ -113,7 +127,7 @@ impl Cluster {
                 .map(|n| format!("{}={}", n.id, n.addr))
                 .collect::<Vec<_>>()
                 .join(",");
-            for id in IDS {
+            for &id in &ids {
                 self.spawn(id)?;
             }
             let started = Instant::now();
@@ -136,6 +150,11 @@ impl Cluster {
             .iter_mut()
             .find(|n| n.id == id)
             .expect("known node id")
+    }
+
+    /// The ids of the nodes, in order.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
     }
 
     /// The client addresses of the nodes `ids`.
@@ -189,10 +208,8 @@ impl Cluster {
     }
 
     fn kill_all(&mut self) {
-        for id in IDS {
-            if self.nodes.iter().any(|n| n.id == id) {
-                self.kill(id);
-            }
+        for id in self.ids() {
+            self.kill(id);
         }
     }
 
@@ -210,7 +227,7 @@ impl Cluster {
         })
     }
 
-    /// Waits until every node answers `status` with all three up and the same leader;
+    /// Waits until every node answers `status` with every node up and the same leader;
     /// returns the leader.
     #[allow(dead_code)]
     pub async fn wait_ready(&mut self) -> anyhow::Result<u64> {
@@ -247,7 +264,7 @@ impl Cluster {
             if let Some(down) = status.nodes.iter().find(|n| !n.up) {
                 return Err(format!("node {} sees node {} down", node.id, down.id));
             }
-            if status.nodes.len() != IDS.len() {
+            if status.nodes.len() != self.nodes.len() {
                 return Err(format!("node {} lists {:?}", node.id, status.nodes));
             }
             leaders.push(

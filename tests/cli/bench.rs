@@ -1,6 +1,6 @@
-//! `dfs-bench` end to end: it starts its own three servers, runs every workload with tiny
-//! settings and reports them. Checks the report's shape and that every workload did work
-//! without errors; never its speed.
+//! `dfs-bench` end to end: it starts its own servers (three, or four with `--nodes`), runs
+//! every workload with tiny settings and reports them. Checks the report's shape and that
+//! every workload did work without errors; never its speed.
 
 use std::process::Command;
 
@@ -53,7 +53,9 @@ fn every_workload_runs_and_reports_json() {
     assert_eq!(report["replication_factor"], 2);
     assert_eq!(report["fsync"], true);
     assert_eq!(report["clients"], 4);
+    assert_eq!(report["nodes"], 3);
     assert_eq!(report["servers"].as_array().expect("servers").len(), 3);
+    assert_eq!(report["file_counts"], serde_json::json!([]));
     let workloads = report["workloads"].as_array().expect("workloads");
     let names: Vec<&str> = workloads
         .iter()
@@ -139,4 +141,97 @@ fn a_fixed_op_count_and_the_table() {
         assert_eq!(cells[2], "30", "{stdout}");
         assert_eq!(cells[3], "0", "{stdout}");
     }
+}
+
+#[test]
+fn the_files_workload_on_four_nodes() {
+    let out = bench(&[
+        "--nodes",
+        "4",
+        "--workload",
+        "files",
+        "--file-counts",
+        "50,30",
+        "--clients",
+        "4",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ]);
+    let stdout = ok_stdout(&out);
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["nodes"], 4);
+    assert_eq!(report["servers"].as_array().expect("servers").len(), 4);
+    let workloads = report["workloads"].as_array().expect("workloads");
+    let rows: Vec<(&str, u64)> = workloads
+        .iter()
+        .map(|w| {
+            let name = w["workload"].as_str().expect("name");
+            (name, w["file_count"].as_u64().expect("file_count"))
+        })
+        .collect();
+    // The counts run in increasing order, whatever order they were given in.
+    assert_eq!(
+        rows,
+        [
+            ("create", 30),
+            ("stat", 30),
+            ("ls-dir", 30),
+            ("ls-all", 30),
+            ("create", 50),
+            ("stat", 50),
+            ("ls-dir", 50),
+            ("ls-all", 50)
+        ]
+    );
+    for w in workloads {
+        assert_eq!(w["errors"], 0, "{w}");
+        assert!(w["first_error"].is_null(), "{w}");
+        assert!(w["ops"].as_u64().expect("ops") > 0, "{w}");
+        assert_eq!(
+            w["server_peak_rss"].as_array().expect("rss").len(),
+            4,
+            "{w}"
+        );
+    }
+    // Each create row made the files that take the namespace to its count.
+    assert_eq!(workloads[0]["ops"], 30);
+    assert_eq!(workloads[4]["ops"], 20);
+    assert_eq!(workloads[3]["ops"], 3);
+    assert_eq!(workloads[7]["ops"], 3);
+    let counts = report["file_counts"].as_array().expect("file_counts");
+    assert_eq!(counts.len(), 2);
+    for (c, files) in counts.iter().zip([30, 50]) {
+        assert_eq!(c["files"], files, "{c}");
+        assert_eq!(c["ls_all_pages"], 1, "{c}");
+        let rss = c["server_rss"].as_array().expect("server_rss");
+        assert_eq!(rss.len(), 4, "{c}");
+        for r in rss {
+            assert!(r["node"].as_u64().is_some(), "{r}");
+            assert!(r["bytes"].as_u64().expect("bytes") > 0, "{r}");
+            assert!(r["start_bytes"].as_u64().expect("start_bytes") > 0, "{r}");
+            assert!(r["bytes_per_file"].as_f64().is_some(), "{r}");
+        }
+    }
+}
+
+#[test]
+fn nodes_is_for_spawn_only_and_at_least_r() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dfs-bench"))
+        .args(["--servers", "127.0.0.1:1", "--nodes", "5"])
+        .output()
+        .expect("run dfs-bench");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--nodes is for --spawn"),
+        "{out:?}"
+    );
+    let out = bench(&["--nodes", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--nodes must be"),
+        "{out:?}"
+    );
 }
