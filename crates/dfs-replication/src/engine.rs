@@ -1345,6 +1345,18 @@ pub(crate) enum Txn {
 }
 
 impl Txn {
+    /// Opens the transaction of a write in `mode` to this node's copy of file `id`. A put
+    /// to an empty copy is an append to it: it has nothing to replace, so it writes in
+    /// place (one sync) instead of through a temp file and a rename; the outcome is the
+    /// same (content, version + 1, checksum, dedup entry). The caller holds the file's
+    /// write lock, so the copy stays empty until the transaction owns it.
+    pub(crate) fn begin(store: &Store, id: FileId, mode: WriteMode) -> Result<Txn, StoreError> {
+        match mode {
+            WriteMode::Put if store.meta(id)?.size > 0 => store.begin_put(id).map(Txn::Put),
+            WriteMode::Put | WriteMode::Append => store.begin_append(id).map(Txn::Append),
+        }
+    }
+
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         match self {
             Txn::Append(t) => t.write(data),

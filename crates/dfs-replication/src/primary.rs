@@ -237,10 +237,7 @@ impl Engine {
         let mut failed: Vec<(NodeId, Outcome)> = Vec::new();
         let mut live: Vec<NodeId> = others.clone();
         let store = self.store.clone();
-        let mut txn = Some(quick(move || match mode {
-            WriteMode::Append => store.begin_append(id).map(Txn::Append),
-            WriteMode::Put => store.begin_put(id).map(Txn::Put),
-        })?);
+        let mut txn = Some(quick(move || Txn::begin(&store, id, mode))?);
         let mut first = true;
         let mut pending = body.next().await;
         loop {
@@ -251,7 +248,9 @@ impl Engine {
                 Err(e) => {
                     self.abort_transfers(&live, transfer).await;
                     if let Some(txn) = txn.take() {
-                        dfs_net::blocking::detach(move || drop(txn));
+                        // Ended before the file's lock is let go: the next write finds
+                        // the writer slot free.
+                        let _ = dfs_net::blocking::run(move || drop(txn)).await;
                     }
                     return Err(e);
                 }

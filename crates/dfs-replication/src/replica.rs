@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::engine::{QUICK_BYTES_MAX, Txn, blocking, quick, quick_if};
 use crate::wire::{CopyState, DataReply, DataRpc, TransferKind, decode, encode};
-use crate::{Engine, EngineError, WriteMode};
+use crate::{Engine, EngineError};
 
 /// Most transfers open on one node at once.
 const TRANSFERS_MAX: usize = 256;
@@ -226,10 +226,7 @@ impl Engine {
                     if version != base {
                         return Ok(Err(DataReply::Behind { version }));
                     }
-                    Ok(Ok(match mode {
-                        WriteMode::Append => Txn::Append(store.begin_append(file_id)?),
-                        WriteMode::Put => Txn::Put(store.begin_put(file_id)?),
-                    }))
+                    Ok(Ok(Txn::begin(&store, file_id, mode)?))
                 })
                 .await
             }
