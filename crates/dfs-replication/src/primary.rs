@@ -569,11 +569,14 @@ impl Engine {
             }
         }
         let asks = by_node.into_iter().map(|(node, idx)| async move {
-            let ids = idx.iter().map(|&i| rows[i].1).collect();
+            let files = idx
+                .iter()
+                .map(|&i| (rows[i].0.clone(), rows[i].1))
+                .collect();
             let reply = if node == self.config.node_id {
-                Ok(self.metas(ids).await)
+                Ok(self.metas(files).await)
             } else {
-                self.call(node, &DataRpc::Metas { ids }).await
+                self.call(node, &DataRpc::Metas { files }).await
             };
             (node, idx, reply)
         });

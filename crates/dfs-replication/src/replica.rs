@@ -79,7 +79,7 @@ impl Engine {
                 file_id,
                 epoch,
             } => self.probe(&name, file_id, epoch).await,
-            DataRpc::Metas { ids } => self.metas(ids).await,
+            DataRpc::Metas { files } => self.metas(files).await,
             DataRpc::Scrub => DataReply::Scrub(self.scrub_local().await),
         }
     }
@@ -87,27 +87,35 @@ impl Engine {
     /// Sizes and versions of files this node is the primary of, for a listing: `None`
     /// for a copy damaged or lost here (left out of the listing). Refused (the listing is
     /// retried) unless this node holds a lease and is the primary of every one of them.
-    pub(crate) async fn metas(&self, ids: Vec<FileId>) -> DataReply {
-        match self.try_metas(ids).await {
+    pub(crate) async fn metas(&self, files: Vec<(String, FileId)>) -> DataReply {
+        match self.try_metas(files).await {
             Ok(metas) => DataReply::Metas(metas),
             Err(e) => DataReply::Failed(e.to_string()),
         }
     }
 
-    async fn try_metas(&self, ids: Vec<FileId>) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
+    async fn try_metas(
+        &self,
+        files: Vec<(String, FileId)>,
+    ) -> Result<Vec<Option<(u64, u64)>>, EngineError> {
         let me = self.config.node_id;
         // The lease first: once it is held, the map here has every change committed
         // before it was granted.
         self.wait_for_lease().await?;
-        let asked: std::collections::HashSet<FileId> = ids.iter().copied().collect();
-        let names: std::collections::HashMap<FileId, String> = self.map.read(|s| {
-            s.files
-                .iter()
-                .filter(|(_, p)| asked.contains(&p.file_id) && p.primary() == Some(me))
-                .map(|(name, p)| (p.file_id, name.to_owned()))
-                .collect()
+        // One lookup per file asked for (a listing page holds at most a few hundred),
+        // never a scan of the whole table.
+        let primary_of_all = self.map.read(|s| {
+            files.iter().all(|(name, id)| {
+                s.files
+                    .get(name)
+                    .is_some_and(|p| p.file_id == *id && p.primary() == Some(me))
+            })
         });
-        if names.len() != asked.len() {
+        let (names, ids): (std::collections::HashMap<FileId, String>, Vec<FileId>) = (
+            files.iter().map(|(n, id)| (*id, n.clone())).collect(),
+            files.iter().map(|(_, id)| *id).collect(),
+        );
+        if !primary_of_all {
             return Err(EngineError::Unavailable(format!(
                 "node {me} is no longer the primary of every file asked for"
             )));

@@ -68,8 +68,8 @@ pub(crate) enum DataRpc {
     Role,
     /// Asks for the size and version of files the receiver is the primary of (for listings).
     Metas {
-        /// The files.
-        ids: Vec<FileId>,
+        /// The files: name and id (the name finds the placement without a scan).
+        files: Vec<(String, FileId)>,
     },
     /// Asks the receiver to scrub its copies now.
     Scrub,
