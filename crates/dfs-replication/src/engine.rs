@@ -108,9 +108,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            lease: Duration::from_millis(1000),
-            lease_renew: Duration::from_millis(200),
-            probe_after: Duration::from_millis(1200),
+            lease: Duration::from_millis(700),
+            lease_renew: Duration::from_millis(150),
+            probe_after: Duration::from_millis(750),
             failure_timeout: Duration::from_millis(3000),
             peer_timeout: Duration::from_secs(5),
             repair_interval: Duration::from_millis(500),
