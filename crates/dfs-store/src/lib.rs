@@ -13,7 +13,8 @@
 //! ```text
 //! <dir>/LOCK                 held with File::try_lock while a Store is open (StoreError::Locked)
 //! <dir>/files/<id>           one data file per file id, <id> = 16 lowercase hex digits
-//! <dir>/tmp/                 temp files of creates and puts in progress (wiped at open)
+//! <dir>/tmp/                 temp files of creates and puts in progress, deleted files
+//!                            waiting for the reaper (wiped at open)
 //! ```
 //!
 //! A data file is a header of two 4 KiB slots (A at offset 0, B at offset 4096) followed by the
@@ -21,37 +22,52 @@
 //! dedup table; header writes alternate between the slots and the valid slot with the highest
 //! sequence number wins, so a torn header write always leaves the previous header intact.
 //!
-//! ## Header byte layout (format version 1, integers little-endian)
+//! ## Header byte layout (format version 2, integers little-endian; version 1 still loads)
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic  b"DFSFILE\0"
-//!      8     4  header format version (u32) = 1
+//!      8     4  header format version (u32) = 2
 //!     12     8  slot sequence number (u64), +1 with every header write
-//!     20     4  payload length N (u32), N <= 4068
-//!     24     N  payload: postcard( Header { meta: FileMeta, dedup: Vec<(DedupKey, WriteOutcome)> } )
-//!   24+N   ...  zero padding
+//!     20     8  tail offset (u64): where the append this slot commits begins in the content
+//!     28     8  tail length (u64); 0: no tail (the content was synced before this slot)
+//!     36     4  tail CRC-32C (u32) of those bytes
+//!     40     4  payload length N (u32), N <= 4048
+//!     44     N  payload: postcard( Header { meta: FileMeta, dedup: Vec<(DedupKey, WriteOutcome)> } )
+//!   44+N   ...  zero padding
 //!   4092     4  CRC-32C (u32) of slot bytes 0..4092
 //! ```
+//!
+//! Format version 1 has no tail fields: payload length at 20, payload at 24.
 //!
 //! Names are at most [`NAME_MAX`] (1024) bytes and the dedup table holds at most
 //! [`DEDUP_ENTRIES_MAX`] (64) entries, so the worst-case payload (about 4020 bytes) fits; encoding
 //! asserts it and a unit test checks the worst case.
 //!
-//! ## Write paths and their fsync order
+//! ## Write paths and their sync order
 //!
-//! - **create**: write the header (slot A, sequence 1) into `tmp/<id>.<n>.tmp`, `fsync` it,
-//!   `rename` it to `files/<id>`, `fsync` the `files/` directory. [`StoreError::AlreadyExists`]
-//!   if the id exists.
-//! - **append**: write the bytes at content offset `size` (past the committed length),
-//!   `fdatasync` the file, then write the *other* header slot (new size, version, checksum, dedup
-//!   entry, sequence + 1) and `fdatasync` again. Only then is the append acknowledged. A crash
-//!   before the header write leaves uncommitted bytes past the committed length (a torn append),
-//!   cut off at recovery.
-//! - **put**: write header and new content into a temp file in `tmp/`, `fsync` it, `rename` it
-//!   over `files/<id>`, `fsync` the directory. Readers see the old or the new file, never a mix.
-//!   The dedup table is carried over.
-//! - **delete**: `unlink` `files/<id>`, `fsync` the directory.
+//! "sync" below is, by default, the **group commit** ([`StoreConfig::group_commit`]): the caller
+//! waits for one `syncfs(2)` of the store's file system that began after its writes; one round
+//! covers every commit waiting when it starts. Without it, "sync" is the file's own `fsync` (or
+//! the directory's).
+//!
+//! - **create**: write the header (slot A, sequence 1) into `tmp/<id>.<n>.tmp`, sync, `rename`
+//!   it to `files/<id>`, sync (the `files/` directory). [`StoreError::AlreadyExists`] if the id
+//!   exists.
+//! - **append** of at most 1 MiB: write the bytes at content offset `size` (past the committed
+//!   length), then the *other* header slot (new size, version, checksum, dedup entry, sequence
+//!   + 1) recording the bytes as its **tail** (offset, length, CRC-32C), then one sync. Only
+//!   then is the append acknowledged. Recovery believes the slot only if the tail's bytes are
+//!   there with that checksum: otherwise the sync never completed, and the other slot is the
+//!   file.
+//! - **larger append**: the bytes, `fdatasync`, then the other header slot without a tail, sync.
+//!   A crash before the header leaves uncommitted bytes past the committed length (a torn
+//!   append), cut off at recovery.
+//! - **put**: write header and new content into a temp file in `tmp/`, sync, `rename` it over
+//!   `files/<id>`, sync the directory. Readers see the old or the new file, never a mix. The
+//!   dedup table is carried over.
+//! - **delete**: `rename` `files/<id>` into `tmp/` and sync the directory; a reaper thread
+//!   unlinks it there (freeing a file's blocks can take milliseconds).
 //!
 //! With [`StoreConfig::fsync`] `false` (not the default) the sync calls are skipped: a documented
 //! trade-off for tests and throw-away data; a machine crash may then lose acknowledged writes.
@@ -72,10 +88,14 @@
 //!
 //! ## Recovery (in [`Store::open`])
 //!
-//! 1. Everything in `tmp/` is removed (partial creates and puts; they were never visible).
-//! 2. For each `files/<id>`, the valid slot with the highest sequence is chosen.
+//! 1. Everything in `tmp/` is removed (partial creates and puts, which were never visible, and
+//!    deleted files the reaper had not unlinked).
+//! 2. For each `files/<id>`, the valid slot with the highest sequence is chosen, unless it has a
+//!    tail whose bytes are missing or differ (an append whose sync never completed): then the
+//!    other slot, and the unfinished one is overwritten with it.
 //!    - content longer than the committed size: a torn append; truncated to the committed size.
-//!    - content shorter than committed, no valid slot, or a header naming another id: the file
+//!    - content shorter than committed by a slot without a tail, no valid slot, or a header
+//!      naming another id: the file
 //!      is damaged. It stays on disk but out of service: reported in [`RecoveryReport::damaged`],
 //!      every access returns [`StoreError::Corrupt`], [`Store::files`] omits it, and
 //!      [`Store::delete`] removes it (so it can be restored from another replica).
@@ -84,7 +104,7 @@
 //!
 //! [`Store::snapshot`] takes, under the file's state mutex, an open handle and the committed
 //! metadata. Content below the committed size is never modified in place: appends only write past
-//! it, a put renames a new inode over the name, a delete unlinks the name. So a snapshot keeps
+//! it, a put renames a new inode over the name, a delete moves the name away. So a snapshot keeps
 //! reading exactly the bytes that were committed when it was taken, without blocking writers.
 //!
 //! ## Lock manager
