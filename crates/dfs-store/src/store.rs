@@ -35,11 +35,11 @@ pub struct StoreConfig {
     /// may lose recent acknowledged writes or leave files damaged (a process crash alone is still
     /// safe, the page cache survives it). Meant for tests and throw-away data.
     pub fsync: bool,
-    /// Sync small appends by group commit (default `true`, with `fsync`): one `syncfs(2)`
-    /// of the file system holding the store makes every append that is waiting durable at
-    /// once, instead of two `fdatasync`s each. Best when the store has its file system to
-    /// itself: `syncfs` also writes back other programs' dirty data there. With `false`
-    /// each append syncs its own file.
+    /// Sync by group commit (default `true`, with `fsync`): one `syncfs(2)` of the file
+    /// system holding the store makes every commit that is waiting (appends, creates, puts,
+    /// deletes) durable at once, instead of each syncing its own file and directory. Best
+    /// when the store has its file system to itself: `syncfs` also writes back other
+    /// programs' dirty data there. With `false` each commit syncs its own file.
     pub group_commit: bool,
 }
 
@@ -101,7 +101,7 @@ struct Inner {
     files_dir: PathBuf,
     tmp_dir: PathBuf,
     fsync: bool,
-    /// The group committer appends sync with (with `fsync` on).
+    /// The group committer every sync goes through (with `fsync` and `group_commit` on).
     group: Option<GroupSync>,
     /// Deleted files moved into `tmp/`, for the reaper thread to unlink (see
     /// [`Store::delete`]).
