@@ -55,8 +55,8 @@
 //!   it to `files/<id>`, sync (the `files/` directory). [`StoreError::AlreadyExists`] if the id
 //!   exists.
 //! - **append** of at most 1 MiB: write the bytes at content offset `size` (past the committed
-//!   length), then the *other* header slot (new size, version, checksum, dedup entry, sequence
-//!   + 1) recording the bytes as its **tail** (offset, length, CRC-32C), then one sync. Only
+//!   length), then the *other* header slot (new size, version, checksum, dedup entry, the next
+//!   sequence) recording the bytes as its **tail** (offset, length, CRC-32C), then one sync. Only
 //!   then is the append acknowledged. Recovery believes the slot only if the tail's bytes are
 //!   there with that checksum: otherwise the sync never completed, and the other slot is the
 //!   file.
