@@ -1211,7 +1211,7 @@ impl Report {
             row.push(rss);
             rows.push(row);
         }
-        out.push_str(&load::aligned(&rows, &[rss_column]));
+        out.push_str(&load::aligned(&rows, |c| c == 0 || c == rss_column));
         let nodes: Vec<String> = self
             .results
             .first()
@@ -1301,7 +1301,7 @@ impl Report {
                     .join(" / "),
             ]);
         }
-        out.push_str(&aligned(&rows, |c| c > 0));
+        out.push_str(&load::aligned(&rows, |c| c > 0));
         out
     }
 }
@@ -1309,32 +1309,6 @@ impl Report {
 /// `List` requests the client library sends to list `files` files.
 fn ls_pages(files: u64) -> u64 {
     files.div_ceil(LIST_PAGE).max(1)
-}
-
-/// `rows` as aligned columns two spaces apart, the columns `left` picks aligned left and
-/// the others right; one line per row.
-fn aligned(rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if left(c) {
-                    format!("{cell:<w$}", w = widths[c])
-                } else {
-                    format!("{cell:>w$}", w = widths[c])
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

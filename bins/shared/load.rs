@@ -243,9 +243,9 @@ pub fn row(workload: &str, clients: usize, s: &Stats, elapsed: Duration) -> Vec<
     ]
 }
 
-/// `rows` (the header first) as aligned text, one line each: the first column and the
-/// columns `left_too` aligned left, the others right.
-pub fn aligned(rows: &[Vec<String>], left_too: &[usize]) -> String {
+/// `rows` (the header first) as aligned text two spaces apart, one line each: the columns
+/// `left` picks aligned left, the others right.
+pub fn aligned(rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -261,7 +261,7 @@ pub fn aligned(rows: &[Vec<String>], left_too: &[usize]) -> String {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                if c == 0 || left_too.contains(&c) {
+                if left(c) {
                     format!("{cell:<w$}", w = widths[c])
                 } else {
                     format!("{cell:>w$}", w = widths[c])
@@ -389,7 +389,7 @@ mod test {
         let r = row("w", 3, &s, elapsed);
         assert_eq!(r.len(), HEADER.len());
         let head: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
-        let text = aligned(&[head, r], &[]);
+        let text = aligned(&[head, r], |c| c == 0);
         assert!(text.lines().nth(1).is_some_and(|l| l.starts_with("w ")));
         assert_eq!(Stats::new().latency_us(0.5), 0);
     }

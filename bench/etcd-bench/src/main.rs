@@ -553,7 +553,7 @@ impl Report {
                 .iter()
                 .map(|o| load::row(o.workload, o.clients, &o.stats, o.elapsed)),
         );
-        out.push_str(&load::aligned(&rows, &[]));
+        out.push_str(&load::aligned(&rows, |c| c == 0));
         for o in &self.results {
             if let Some(n) = o.verified {
                 out.push_str(&format!("{}: {n} values read and verified\n", o.workload));

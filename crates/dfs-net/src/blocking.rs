@@ -12,7 +12,7 @@ thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Makes [`run`] and [`detach`] run their work inline on the calling thread (`true`), or
+/// Makes [`run`] run its work inline on the calling thread (`true`), or
 /// on tokio's blocking pool (`false`, the default), for this thread only.
 pub fn run_inline_on_this_thread(inline: bool) {
     INLINE.with(|i| i.set(inline));
@@ -51,16 +51,4 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| TaskFailed(e.to_string()))
-}
-
-/// Runs blocking `work` off the async threads without waiting for it.
-pub fn detach<F>(work: F)
-where
-    F: FnOnce() + Send + 'static,
-{
-    if is_inline() {
-        work();
-    } else {
-        drop(tokio::task::spawn_blocking(work));
-    }
 }

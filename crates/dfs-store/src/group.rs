@@ -102,7 +102,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn concurrent_calls_all_return_and_share_rounds() {
+    fn concurrent_calls_all_return_settled_and_unfailed() {
         let dir = tempfile::tempdir().expect("temp dir");
         let group = Arc::new(GroupSync::open(dir.path()).expect("open"));
         let threads: Vec<_> = (0..8)
