@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use dfs_net::{SharedTransport, Tcp};
 use dfs_proto::{
     Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, Condition, FileInfo, ListEntry,
-    LockGrant, LockMode, Name, Op, OpTag, PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport,
+    Hello, LockGrant, LockMode, Name, Op, OpTag, PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport,
     ServerFrame, TableEntry, WriteAck, validate_prefix,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,8 +25,8 @@ pub const SCRUB_TIMEOUT: Duration = Duration::from_secs(900);
 /// doubles): short, so a request goes through soon after a failover (well under a second).
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
-/// How a [`Client`] finds nodes and how long it waits for them.
-#[derive(Debug, Clone)]
+/// How a [`Client`] finds nodes, proves who it is, and how long it waits for them.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `host:port` of the nodes to use; any node serves any request.
     pub servers: Vec<String>,
@@ -37,8 +37,46 @@ pub struct ClientConfig {
     /// How long to keep retrying a request on other nodes after a retryable failure.
     pub retry_deadline: Duration,
     /// How connections are made: [`Tcp`](dfs_net::Tcp) unless a program (or the
-    /// simulator) supplies another transport.
+    /// simulator) supplies another transport (TLS: `dfs_net::tls`).
     pub transport: SharedTransport,
+    /// The access token sent in every hello, for a cluster that requires one (see
+    /// [`token_from_env`]). Not shown by `Debug`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("servers", &self.servers)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry_deadline", &self.retry_deadline)
+            .field("transport", &self.transport)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The access token a program should use: the content of `file` if given (white space
+/// trimmed), else a non-empty `$DFS_TOKEN`, else none.
+pub fn token_from_env(file: Option<&std::path::Path>) -> Result<Option<String>, ClientError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ClientError::Config(format!("cannot read the token file {}: {e}", path.display()))
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ClientError::Config(format!(
+                "the token file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(std::env::var("DFS_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
 }
 
 impl ClientConfig {
@@ -54,6 +92,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(10),
             transport: Tcp::shared(),
+            token: None,
         }
     }
 
@@ -693,7 +732,8 @@ impl Client {
             match Connection::open(
                 config.transport.as_ref(),
                 &servers[i],
-                Role::Client,
+                Hello::new(Role::Client).with_token(config.token.clone()),
+                None,
                 config.connect_timeout,
             )
             .await

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dfs_net::{BoxStream, Transport};
-use dfs_proto::{
-    ClientCodec, ClientFrame, ErrorCode, Hello, PROTOCOL_VERSION, Role, ServerFrame, WireError,
-};
+use dfs_auth::{ClusterSecret, GreetError};
+use dfs_proto::{ClientCodec, ClientFrame, ErrorCode, Hello, ServerFrame, WireError};
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -46,12 +45,13 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects over `transport`, says hello as `role`, and starts the reader and writer
-    /// tasks.
+    /// Connects over `transport`, says `hello` (proving `secret` if the node asks: a
+    /// forwarding node), and starts the reader and writer tasks.
     pub(crate) async fn open(
         transport: &dyn Transport,
         addr: &str,
-        role: Role,
+        hello: Hello,
+        secret: Option<&ClusterSecret>,
         timeout: Duration,
     ) -> Result<Arc<Self>, ClientError> {
         let unavailable = |why: String| ClientError::Unavailable(format!("{addr}: {why}"));
@@ -60,31 +60,30 @@ impl Connection {
             .map_err(|_| unavailable("connect timed out".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
         let mut framed = Framed::new(stream, ClientCodec::new());
-        framed
-            .send(ClientFrame::Hello(Hello::new(role)))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let welcome = tokio::time::timeout(timeout, framed.next())
+        let welcome = tokio::time::timeout(timeout, dfs_auth::greet(&mut framed, hello, secret))
             .await
             .map_err(|_| unavailable("no answer to hello".into()))?;
         match welcome {
-            Some(Ok(ServerFrame::Welcome(w))) if w.version == PROTOCOL_VERSION => {
-                tracing::debug!(addr, node = w.node_id, "connected");
-            }
-            Some(Ok(ServerFrame::Goodbye(e))) => {
+            Ok(w) => tracing::debug!(addr, node = w.node_id, "connected"),
+            Err(GreetError::Refused(e)) => {
                 return Err(if e.code.is_retryable() {
                     unavailable(e.message)
                 } else {
-                    ClientError::from(e)
+                    ClientError::from(WireError::new(e.code, format!("{addr}: {}", e.message)))
                 });
             }
-            Some(Ok(other)) => {
-                return Err(ClientError::Protocol(format!(
-                    "{addr} answered the hello with {other:?}"
+            Err(GreetError::Unauthenticated(why)) => {
+                return Err(ClientError::from(WireError::new(
+                    ErrorCode::Unauthenticated,
+                    format!("{addr}: {why}"),
                 )));
             }
-            Some(Err(e)) => return Err(unavailable(e.to_string())),
-            None => return Err(unavailable("closed during hello".into())),
+            Err(GreetError::Protocol(why)) => {
+                return Err(ClientError::Protocol(format!("{addr}: {why}")));
+            }
+            Err(e @ (GreetError::Io(_) | GreetError::Closed)) => {
+                return Err(unavailable(e.to_string()));
+            }
         }
 
         let (sink, mut stream) = framed.split();
@@ -112,7 +111,9 @@ impl Connection {
                         tracing::debug!(addr = reader_addr, error = %e, "node closed the connection");
                         break;
                     }
-                    ServerFrame::Welcome(_) | ServerFrame::Peer(_) => break,
+                    ServerFrame::Welcome(_) | ServerFrame::Peer(_) | ServerFrame::Challenge(_) => {
+                        break;
+                    }
                 };
                 let route = reader_pending.lock().get(&id).cloned();
                 if let Some(tx) = route
@@ -211,15 +212,16 @@ impl std::fmt::Debug for RawConnection {
 }
 
 impl RawConnection {
-    /// Connects to `addr` over `transport` and says hello as `role`, waiting at most
-    /// `timeout`.
+    /// Connects to `addr` over `transport` and says `hello`, proving `secret` if the node
+    /// asks for it (a node forwarding to another of its cluster), waiting at most `timeout`.
     pub async fn open(
         transport: &dyn Transport,
         addr: &str,
-        role: Role,
+        hello: Hello,
+        secret: Option<&ClusterSecret>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        Connection::open(transport, addr, role, timeout)
+        Connection::open(transport, addr, hello, secret, timeout)
             .await
             .map(Self)
     }

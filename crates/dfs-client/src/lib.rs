@@ -31,7 +31,7 @@ mod client;
 mod connection;
 mod error;
 
-pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT};
+pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT, token_from_env};
 pub use connection::RawConnection;
 pub use dfs_net::{SharedTransport, Tcp, Transport};
 pub use dfs_proto::{

@@ -58,6 +58,8 @@ pub struct MapOptions {
     /// drawn from `[min, max)` each time. The simulator gives each member a fixed, distinct
     /// value (`max = min + 1`) so runs replay exactly.
     pub election_timeout_ms: (u64, u64),
+    /// The cluster's shared secret, proven in every peer hello (none: no proof).
+    pub secret: Option<dfs_auth::ClusterSecret>,
 }
 
 impl Default for MapOptions {
@@ -68,6 +70,7 @@ impl Default for MapOptions {
                 crate::ELECTION_TIMEOUT_MIN_MS,
                 crate::ELECTION_TIMEOUT_MAX_MS,
             ),
+            secret: None,
         }
     }
 }
@@ -229,7 +232,8 @@ impl ClusterMap {
         let reader = sm.reader();
         let config = raft_config_with(&format!("{cluster_id:016x}"), options.election_timeout_ms)
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(node_id, cluster_id, options.transport.clone());
+        let network = PeerNetwork::new(node_id, cluster_id, options.transport.clone())
+            .with_secret(options.secret.clone());
         let raft = Raft::new(node_id, config, network.clone(), log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;

@@ -28,9 +28,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_auth::ClusterSecret;
 use dfs_net::{BoxStream, SharedTransport};
 use dfs_proto::{
-    ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PROTOCOL_VERSION, PeerMessage, Role,
+    ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PeerMessage, Role,
     ServerFrame,
 };
 use futures::stream::{SplitSink, SplitStream};
@@ -77,6 +78,7 @@ pub struct PeerNetwork {
     node_id: u64,
     cluster_id: u64,
     transport: SharedTransport,
+    secret: Option<ClusterSecret>,
     links: Arc<Mutex<BTreeMap<u64, Arc<PeerLink>>>>,
 }
 
@@ -88,8 +90,16 @@ impl PeerNetwork {
             node_id,
             cluster_id,
             transport,
+            secret: None,
             links: Arc::default(),
         }
+    }
+
+    /// The same network proving `secret` in every hello (the cluster's nodes share it);
+    /// without one, hellos carry no proof and a node that asks for one refuses us.
+    pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.secret = secret;
+        self
     }
 
     /// The link to `target` at `addr`, made on first use or when the address changed.
@@ -106,6 +116,7 @@ impl PeerNetwork {
             target,
             addr: addr.to_owned(),
             transport: self.transport.clone(),
+            secret: self.secret.clone(),
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
             timeouts: AtomicU32::new(0),
@@ -405,6 +416,7 @@ struct PeerLink {
     target: u64,
     addr: String,
     transport: SharedTransport,
+    secret: Option<ClusterSecret>,
     /// The connection, if one is up; held across a dial so callers share it.
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
@@ -500,34 +512,39 @@ impl PeerLink {
             .map_err(|_| format!("{addr}: connect timed out"))?
             .map_err(|e| format!("{addr}: {e}"))?;
         let mut framed = Framed::new(stream, ClientCodec::new());
-        let hello = ClientFrame::Hello(Hello::new(Role::Peer {
+        let hello = Hello::new(Role::Peer {
             cluster_id: self.cluster_id,
             node_id: self.node_id,
-        }));
-        let answer = tokio::time::timeout(PEER_DIAL_TIMEOUT, async {
-            framed.send(hello).await?;
-            framed.next().await.transpose()
         })
+        // A nonce only where it is used: a simulation without a secret draws no more.
+        .with_nonce(match self.secret {
+            Some(_) => dfs_net::random::nonce(),
+            None => [0; 32],
+        });
+        let welcome = tokio::time::timeout(
+            PEER_DIAL_TIMEOUT,
+            dfs_auth::greet(&mut framed, hello, self.secret.as_ref()),
+        )
         .await
-        .map_err(|_| format!("{addr}: no answer to the hello"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-        match answer {
-            Some(ServerFrame::Welcome(w))
-                if w.version == PROTOCOL_VERSION
-                    && w.cluster_id == self.cluster_id
-                    && w.node_id == self.target =>
-            {
+        .map_err(|_| format!("{addr}: no answer to the hello"))?;
+        match welcome {
+            Ok(w) if w.cluster_id == self.cluster_id && w.node_id == self.target => {
                 tracing::debug!(target = self.target, addr, "peer connected");
             }
-            Some(ServerFrame::Welcome(w)) => {
+            Ok(w) => {
                 return Err(format!(
-                    "{addr} is node {} of cluster {:016x} (protocol {}), not node {} of {:016x}",
-                    w.node_id, w.cluster_id, w.version, self.target, self.cluster_id
+                    "{addr} is node {} of cluster {:016x}, not node {} of {:016x}",
+                    w.node_id, w.cluster_id, self.target, self.cluster_id
                 ));
             }
-            Some(ServerFrame::Goodbye(e)) => return Err(format!("{addr} refused us: {e}")),
-            Some(other) => return Err(format!("{addr} answered the hello with {other:?}")),
-            None => return Err(format!("{addr}: closed during the hello")),
+            Err(dfs_auth::GreetError::Refused(e)) => {
+                return Err(format!("{addr} refused us: {e}"));
+            }
+            Err(e @ dfs_auth::GreetError::Unauthenticated(_)) => {
+                tracing::warn!(target = self.target, addr, error = %e, "peer refused");
+                return Err(format!("{addr}: {e}"));
+            }
+            Err(e) => return Err(format!("{addr}: {e}")),
         }
         Ok(Conn::start(framed, self.target))
     }
@@ -651,6 +668,7 @@ async fn read_frames(
                     ServerFrame::Chunk(_) => "chunk",
                     ServerFrame::StreamError { .. } => "stream error",
                     ServerFrame::Goodbye(_) | ServerFrame::Peer(_) => "peer",
+                    ServerFrame::Challenge(_) => "challenge",
                 };
                 tracing::warn!(target, frame, "unexpected frame from a peer; closing");
                 break;

@@ -635,6 +635,7 @@ where
                         ClientFrame::Chunk(_) => "a chunk",
                         ClientFrame::Cancel { .. } => "a cancel",
                         ClientFrame::Peer(_) => "a peer message",
+                        ClientFrame::Proof(_) => "a proof",
                     };
                     let msg = format!("{what} on a peer connection: only peer messages");
                     let _ = out.send(bye(ErrorCode::ProtocolMismatch, msg)).await;

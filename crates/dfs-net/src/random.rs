@@ -37,6 +37,15 @@ pub fn next_u64() -> u64 {
     })
 }
 
+/// 32 random bytes: a handshake's nonce.
+pub fn nonce() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for part in out.chunks_exact_mut(8) {
+        part.copy_from_slice(&next_u64().to_le_bytes());
+    }
+    out
+}
+
 /// A random number in `0..n`; 0 if `n` is 0.
 pub fn below(n: usize) -> usize {
     if n == 0 {

@@ -1,8 +1,10 @@
 //! A node's configuration and its limits.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_auth::{ClusterSecret, TokenStore};
 use dfs_net::SharedTransport;
 use dfs_replication::{BODY_CHUNK_TIMEOUT, Member, Timing};
 
@@ -77,6 +79,13 @@ pub struct NodeConfig {
     pub transport: SharedTransport,
     /// The cluster map's election timeout range, in milliseconds (`[min, max)`).
     pub election_timeout_ms: (u64, u64),
+    /// The secret the cluster's nodes share: peers and forwarding nodes must prove it in
+    /// their hello, and this node proves it to them. `None`: anyone who reaches the port
+    /// can act as a peer (fine on a private loopback, not on a network).
+    pub secret: Option<ClusterSecret>,
+    /// The access tokens clients must present, and their rights. `None`: every client may
+    /// do everything. Needs `secret` (else anyone could forward requests as a peer).
+    pub tokens: Option<Arc<TokenStore>>,
 }
 
 impl NodeConfig {
@@ -96,6 +105,8 @@ impl NodeConfig {
                 dfs_cluster::ELECTION_TIMEOUT_MIN_MS,
                 dfs_cluster::ELECTION_TIMEOUT_MAX_MS,
             ),
+            secret: None,
+            tokens: None,
         }
     }
 
@@ -126,6 +137,13 @@ impl NodeConfig {
             .ok_or_else(|| {
                 NodeError::Config(format!("--id {} is not in the --cluster list", self.id))
             })?;
+        if self.tokens.is_some() && self.secret.is_none() {
+            return Err(NodeError::Config(
+                "access tokens need a cluster secret (--secret-file): without one, anyone \
+                 could connect as a peer and bypass the tokens"
+                    .into(),
+            ));
+        }
         let r = self.effective_replication_factor();
         if r == 0 || r > self.members.len() {
             return Err(NodeError::Config(format!(

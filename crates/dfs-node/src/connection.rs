@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dfs_auth::{ClusterSecret, Grant, Side};
 use dfs_cluster::PeerService;
 use dfs_net::BoxStream;
 use dfs_proto::{
-    CHUNK_BYTES_MAX, Chunk, ClientFrame, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
+    CHUNK_BYTES_MAX, Challenge, Chunk, ClientFrame, Hello, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
     ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
 };
 use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, ReadHandle, WriteMode};
@@ -85,10 +86,20 @@ pub(crate) async fn serve_connection(
         );
         return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
     }
-    let forwarded = match hello.role {
-        Role::Client => false,
+    let (forwarded, grant) = match &hello.role {
+        Role::Client => match &ctx.tokens {
+            None => (false, Grant::everything()),
+            Some(tokens) => match tokens.authenticate(hello.token.as_deref()) {
+                Ok(grant) => (false, grant),
+                Err(e) => {
+                    tracing::info!(error = %e, "refused a client");
+                    let msg = e.to_string();
+                    return goodbye(&mut conn, &ctx, ErrorCode::Unauthenticated, msg).await;
+                }
+            },
+        },
         Role::Peer { cluster_id, .. } | Role::Forwarder { cluster_id, .. }
-            if cluster_id != ctx.cluster_id =>
+            if *cluster_id != ctx.cluster_id =>
         {
             let msg = format!(
                 "this node belongs to cluster {:016x}, not {cluster_id:016x}",
@@ -96,22 +107,32 @@ pub(crate) async fn serve_connection(
             );
             return goodbye(&mut conn, &ctx, ErrorCode::ProtocolMismatch, msg).await;
         }
-        Role::Peer { node_id, .. } => {
-            if send_with_timeout(&mut conn, &ctx, welcome(&ctx))
-                .await
-                .is_ok()
+        Role::Peer { node_id, .. } | Role::Forwarder { node_id, .. } => {
+            if let Some(secret) = &ctx.secret
+                && let Err(why) = challenge(&mut reader, &mut conn, &ctx, &hello, secret).await
             {
-                tracing::debug!(peer = node_id, "peer connected");
-                // The map's consensus and the data layer's traffic; ends when the peer leaves.
-                let service = PeerService::for_map(&ctx.map, ctx.data.clone());
-                tokio::select! {
-                    _ = shutdown.changed() => {}
-                    _ = dfs_cluster::serve_peer(service, reader, conn) => {}
-                }
+                tracing::warn!(caller = node_id, why, "refused a peer: cluster-secret handshake failed");
+                return goodbye(&mut conn, &ctx, ErrorCode::Unauthenticated, why).await;
             }
-            return;
+            if let Role::Peer { node_id, .. } = hello.role {
+                if send_with_timeout(&mut conn, &ctx, welcome(&ctx))
+                    .await
+                    .is_ok()
+                {
+                    tracing::debug!(peer = node_id, "peer connected");
+                    // The map's consensus and the data layer's traffic; ends when the peer
+                    // leaves.
+                    let service = PeerService::for_map(&ctx.map, ctx.data.clone());
+                    tokio::select! {
+                        _ = shutdown.changed() => {}
+                        _ = dfs_cluster::serve_peer(service, reader, conn) => {}
+                    }
+                }
+                return;
+            }
+            // A forwarding node checked its client's rights before forwarding.
+            (true, Grant::everything())
         }
-        Role::Forwarder { .. } => true,
     };
     // A client session begins once the node has joined its cluster.
     let mut ready = ctx.engine.clone();
@@ -140,6 +161,7 @@ pub(crate) async fn serve_connection(
         ctx,
         engine,
         forwarded,
+        grant,
     };
     serve_client(reader, conn, Arc::new(session), shutdown).await;
     tracing::debug!("client disconnected");
@@ -162,6 +184,49 @@ struct Session {
     engine: Arc<Engine>,
     /// Requests forwarded by another node: served here or refused, never forwarded on.
     forwarded: bool,
+    /// What the client's token allows (everything on a node without tokens, and for a
+    /// forwarding node, which checked its own client's).
+    grant: Grant,
+}
+
+/// The node's side of the cluster-secret handshake with a peer or forwarder whose `hello`
+/// carried its nonce: sends the challenge (the node's nonce and proof), then checks the
+/// caller's proof. `Err` says why the caller is refused.
+async fn challenge(
+    reader: &mut Reader,
+    conn: &mut Writer,
+    ctx: &Context,
+    hello: &Hello,
+    secret: &ClusterSecret,
+) -> Result<(), String> {
+    let Some(context) = dfs_auth::handshake::role_context(&hello.role) else {
+        return Err("a client has no cluster secret to prove".into());
+    };
+    let nonce = dfs_net::random::nonce();
+    let proof = secret.proof(Side::Node, &context, &hello.nonce, &nonce);
+    let challenge = ServerFrame::Challenge(Challenge { nonce, proof });
+    send_with_timeout(conn, ctx, challenge)
+        .await
+        .map_err(|()| "the caller does not take our challenge".to_owned())?;
+    match tokio::time::timeout(ctx.limits.hello_timeout, reader.next()).await {
+        Ok(Some(Ok(ClientFrame::Proof(p))))
+            if secret.verify(Side::Caller, &context, &hello.nonce, &nonce, &p) =>
+        {
+            Ok(())
+        }
+        Ok(Some(Ok(ClientFrame::Proof(_)))) => Err(
+            "the proof of the cluster secret is wrong: is this node started with the \
+             cluster's --secret-file?"
+                .into(),
+        ),
+        Ok(Some(Ok(_))) => Err("the answer to the challenge must be a proof".into()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Err("closed during the challenge".into()),
+        Err(_) => Err(format!(
+            "no proof within {:?}",
+            ctx.limits.hello_timeout
+        )),
+    }
 }
 
 /// Reads frames and dispatches requests until the client leaves, errs, idles or the node
@@ -317,7 +382,7 @@ async fn serve_client(
                     .await;
                 break;
             }
-            ClientFrame::Peer(_) => {
+            ClientFrame::Peer(_) | ClientFrame::Proof(_) => {
                 let msg = "peer messages on a client connection".into();
                 let _ = out.send(bye(ErrorCode::ProtocolMismatch, msg)).await;
                 break;
@@ -337,6 +402,13 @@ async fn handle_request(
     out: &mpsc::Sender<ServerFrame>,
 ) {
     let Request { id, op } = req;
+    if let Err(e) = session.grant.check(&op) {
+        tracing::debug!(id, token = session.grant.name, error = %e, "request denied");
+        let _ = out
+            .send(error_response(id, ErrorCode::PermissionDenied, e.to_string()))
+            .await;
+        return;
+    }
     let engine = &session.engine;
     // An operation on one file goes to the file's primary.
     let routed = match &op {

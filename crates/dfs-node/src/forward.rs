@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_auth::ClusterSecret;
 use dfs_client::RawConnection;
 use dfs_net::SharedTransport;
 use dfs_proto::{
+    Hello,
     Chunk, ClientFrame, ErrorCode, Op, Reply, Request, Response, Role, ServerFrame, WireError,
 };
 use dfs_replication::BodyStream;
@@ -30,6 +32,8 @@ pub(crate) struct Upstreams {
     connect_timeout: Duration,
     reply_timeout: Duration,
     transport: SharedTransport,
+    /// Proven to the node forwarded to, as peers prove it.
+    secret: Option<ClusterSecret>,
     conns: Mutex<BTreeMap<String, RawConnection>>,
 }
 
@@ -40,6 +44,7 @@ impl Upstreams {
         connect_timeout: Duration,
         reply_timeout: Duration,
         transport: SharedTransport,
+        secret: Option<ClusterSecret>,
     ) -> Self {
         Self {
             node_id,
@@ -47,6 +52,7 @@ impl Upstreams {
             connect_timeout,
             reply_timeout,
             transport,
+            secret,
             conns: Mutex::new(BTreeMap::new()),
         }
     }
@@ -60,9 +66,19 @@ impl Upstreams {
             cluster_id: self.cluster_id,
             node_id: self.node_id,
         };
-        let conn = RawConnection::open(self.transport.as_ref(), addr, role, self.connect_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let nonce = match self.secret {
+            Some(_) => dfs_net::random::nonce(),
+            None => [0; 32],
+        };
+        let conn = RawConnection::open(
+            self.transport.as_ref(),
+            addr,
+            Hello::new(role).with_nonce(nonce),
+            self.secret.as_ref(),
+            self.connect_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         self.conns.lock().insert(addr.to_owned(), conn.clone());
         Ok(conn)
     }

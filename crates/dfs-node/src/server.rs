@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_auth::{ClusterSecret, TokenStore};
 use dfs_cluster::MapOptions;
 use dfs_cluster::{ClusterMap, DataSlot};
 use dfs_net::{BoxStream, Listener};
@@ -38,6 +39,10 @@ pub(crate) struct Context {
     pub(crate) limits: Limits,
     pub(crate) node_id: u64,
     pub(crate) cluster_id: u64,
+    /// The cluster's secret, which peers and forwarders must prove (none: not asked).
+    pub(crate) secret: Option<ClusterSecret>,
+    /// The access tokens clients must present (none: every client may do everything).
+    pub(crate) tokens: Option<Arc<TokenStore>>,
     pub(crate) tracker: TaskTracker,
 }
 
@@ -107,6 +112,7 @@ impl Node {
             &MapOptions {
                 transport: config.transport.clone(),
                 election_timeout_ms: config.election_timeout_ms,
+                secret: config.secret.clone(),
             },
         )
         .await?;
@@ -124,10 +130,13 @@ impl Node {
                 config.limits.forward_connect_timeout,
                 config.limits.forward_reply_timeout,
                 config.transport.clone(),
+                config.secret.clone(),
             ),
             limits: config.limits.clone(),
             node_id: config.id,
             cluster_id: config.cluster_id(),
+            secret: config.secret.clone(),
+            tokens: config.tokens.clone(),
             tracker: tracker.clone(),
         });
         let accept = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
@@ -142,6 +151,7 @@ impl Node {
                     cluster_id: config.cluster_id(),
                     timing: config.timing,
                     transport: config.transport.clone(),
+                    secret: config.secret.clone(),
                 },
                 Arc::new(store),
                 map.clone(),

@@ -302,12 +302,12 @@ async fn garbage_oversized_and_http_input_harm_nobody_else() {
         Hello {
             magic: 0x1234,
             version: 1,
-            role: Role::Client,
+            ..Hello::new(Role::Client)
         },
         Hello {
             magic: MAGIC,
             version: 999,
-            role: Role::Client,
+            ..Hello::new(Role::Client)
         },
     ] {
         let mut f = Framed::new(raw(&node).await, ClientCodec::new());

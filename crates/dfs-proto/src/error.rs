@@ -41,6 +41,12 @@ pub enum ErrorCode {
     /// `renew` or `unlock` of a lease that has expired or was released (or never
     /// existed).
     LeaseExpired,
+    /// The connection did not prove who it is: no access token, a token the node does not
+    /// know, or a peer that failed the cluster-secret handshake.
+    Unauthenticated,
+    /// The access token does not give the right this operation needs (the message names
+    /// the token and the right missing). Nothing was changed.
+    PermissionDenied,
 }
 
 impl ErrorCode {

@@ -56,8 +56,15 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"DFS1");
 /// has no field names: a struct that gains a field reads differently). 2: `TableEntry`
 /// gained `replication_factor`, `ClusterStatus` `under_replicated` and
 /// `rereplicate_after_ms`, `NodeStatus` `down_for_ms`. 3: `Append`, `Put` and `Delete`
-/// gained a [`Condition`].
-pub const PROTOCOL_VERSION: u16 = 3;
+/// gained a [`Condition`]. 4: [`Hello`] gained `nonce` and `token` (the peer handshake
+/// and clients' access tokens).
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// Longest access token a hello may carry, in bytes.
+pub const TOKEN_BYTES_MAX: usize = 512;
+
+/// Bytes in a handshake nonce and in an HMAC-SHA256 proof.
+pub const PROOF_BYTES: usize = 32;
 
 /// Shortest lock lease: 100 ms.
 pub const LOCK_TTL_MS_MIN: u64 = 100;

@@ -21,17 +21,52 @@ pub struct Hello {
     pub version: u16,
     /// Who is calling.
     pub role: Role,
+    /// A fresh random value from a peer or forwarder (zeros from a client): the node's
+    /// proof of the cluster secret in its [`Challenge`] covers it, so an old answer cannot
+    /// be replayed to the caller.
+    #[serde(default)]
+    pub nonce: [u8; crate::PROOF_BYTES],
+    /// A client's access token (at most [`TOKEN_BYTES_MAX`](crate::TOKEN_BYTES_MAX)
+    /// bytes), for a node that requires one.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Hello {
-    /// The hello this crate's version sends for `role`.
+    /// The hello this crate's version sends for `role`, with no nonce and no token.
     pub fn new(role: Role) -> Self {
         Self {
             magic: crate::MAGIC,
             version: crate::PROTOCOL_VERSION,
             role,
+            nonce: [0; crate::PROOF_BYTES],
+            token: None,
         }
     }
+
+    /// The same hello carrying `nonce`.
+    pub fn with_nonce(mut self, nonce: [u8; crate::PROOF_BYTES]) -> Self {
+        self.nonce = nonce;
+        self
+    }
+
+    /// The same hello carrying an access token.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+}
+
+/// A node's answer to the hello of a peer or forwarder when the cluster has a secret: the
+/// node's own nonce, and its proof that it knows the secret (an HMAC over both nonces).
+/// The caller checks the proof, then answers with [`ClientFrame::Proof`]; the node then
+/// sends [`ServerFrame::Welcome`] or a goodbye.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The node's fresh random value; the caller's proof must cover it.
+    pub nonce: [u8; crate::PROOF_BYTES],
+    /// The node's HMAC-SHA256 proof of the secret over both nonces.
+    pub proof: [u8; crate::PROOF_BYTES],
 }
 
 /// Who opened a connection: a client, or another node of a cluster.
@@ -85,6 +120,9 @@ pub enum ClientFrame {
     /// A message between the nodes of a cluster (only after a `Role::Peer` hello): a request
     /// whose answer is a [`ServerFrame::Peer`] with the same id.
     Peer(PeerMessage),
+    /// A peer's or forwarder's answer to a [`ServerFrame::Challenge`]: its HMAC-SHA256
+    /// proof of the cluster secret over both nonces.
+    Proof([u8; crate::PROOF_BYTES]),
 }
 
 /// Every frame a node sends to a client.
@@ -108,6 +146,9 @@ pub enum ServerFrame {
     /// The answer to a [`ClientFrame::Peer`] request, with the request's id (peer
     /// connections only).
     Peer(PeerMessage),
+    /// The node asks a peer or forwarder to prove it knows the cluster secret (and proves
+    /// it knows it too); answered with [`ClientFrame::Proof`].
+    Challenge(Challenge),
 }
 
 /// A message between the nodes of a cluster: an id that pairs a request with its answer, and

@@ -93,14 +93,20 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
         (any::<u64>(), arb_bytes(), any::<bool>())
             .prop_map(|(id, data, last)| ClientFrame::Chunk(Chunk { id, data, last })),
         any::<u64>().prop_map(|id| ClientFrame::Cancel { id }),
-        (any::<u64>(), any::<u64>()).prop_map(|(cluster_id, node_id)| ClientFrame::Hello(
-            Hello::new(Role::Peer {
-                cluster_id,
-                node_id
-            })
-        )),
+        (any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(
+            |(cluster_id, node_id, nonce)| ClientFrame::Hello(
+                Hello::new(Role::Peer {
+                    cluster_id,
+                    node_id
+                })
+                .with_nonce(nonce)
+            )
+        ),
+        proptest::option::of(".{0,40}")
+            .prop_map(|token| ClientFrame::Hello(Hello::new(Role::Client).with_token(token))),
         (any::<u64>(), arb_bytes())
             .prop_map(|(id, payload)| ClientFrame::Peer(PeerMessage { id, payload })),
+        any::<[u8; 32]>().prop_map(ClientFrame::Proof),
     ]
 }
 
@@ -186,7 +192,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
                 }),
             Just(Reply::Unlocked),
         ];
-    let error = (0usize..16, ".{0,30}").prop_map(|(i, message)| {
+    let error = (0usize..18, ".{0,30}").prop_map(|(i, message)| {
         let codes = [
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
@@ -204,6 +210,8 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             ErrorCode::Fenced,
             ErrorCode::VersionMismatch,
             ErrorCode::LeaseExpired,
+            ErrorCode::Unauthenticated,
+            ErrorCode::PermissionDenied,
         ];
         WireError::new(codes[i], message)
     });
@@ -224,6 +232,8 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
         )),
         (any::<u64>(), arb_bytes())
             .prop_map(|(id, payload)| ServerFrame::Peer(PeerMessage { id, payload })),
+        (any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(nonce, proof)| ServerFrame::Challenge(Challenge { nonce, proof })),
     ]
 }
 

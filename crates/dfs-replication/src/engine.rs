@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub timing: Timing,
     /// What the engine's peer connections (and the leader's port probes) are made with.
     pub transport: SharedTransport,
+    /// The cluster's shared secret, proven in the hello of every peer connection.
+    pub secret: Option<dfs_auth::ClusterSecret>,
 }
 
 /// The clocks of leases, failure detection and repair.
@@ -289,7 +291,8 @@ impl Engine {
                 config.members.len()
             )));
         }
-        let peers = PeerNetwork::new(config.node_id, config.cluster_id, config.transport.clone());
+        let peers = PeerNetwork::new(config.node_id, config.cluster_id, config.transport.clone())
+            .with_secret(config.secret.clone());
         let engine = Arc::new(Self {
             config,
             store,

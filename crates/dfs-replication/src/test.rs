@@ -26,6 +26,7 @@ pub(crate) async fn engine(dir: &std::path::Path) -> Arc<Engine> {
             cluster_id: 7,
             timing: Timing::default(),
             transport: dfs_net::Tcp::shared(),
+            secret: None,
         },
         Arc::new(store),
         map,
