@@ -13,6 +13,15 @@
 //! The transport is carried explicitly (an `Arc<dyn Transport>` in each configuration), not
 //! chosen by a global, so real and simulated nodes can share one test process.
 //!
+//! [`tls`] layers TLS over any transport (in practice over [`Tcp`]): [`tls::Tls`] connects
+//! with a TLS client handshake that checks the server's certificate against a CA and the
+//! host name of the address, and its listeners run the server handshake in
+//! [`Listener::secure`], off the accept loop. It only encrypts and authenticates the
+//! server; peers still prove themselves with the protocol's own handshake (no client
+//! certificates). [`tls::write_dev_certificates`] writes a CA and a node certificate for
+//! development and tests. TLS uses rustls with the *ring* crypto provider, passed to each
+//! configuration, so no process-wide default provider has to be installed.
+//!
 //! [`blocking`] and [`random`] are the rest of the environment the simulator replaces,
 //! so that a seed replays exactly: where file I/O runs (tokio's blocking pool, or inline
 //! on a simulation's thread), and where ids and random choices come from (the operating
@@ -20,6 +29,7 @@
 
 pub mod blocking;
 pub mod random;
+pub mod tls;
 
 use std::fmt::Debug;
 use std::io;
@@ -38,12 +48,29 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
 
 /// Accepts incoming connections on a bound address.
+///
+/// Taking a connection is two steps. [`accept`](Listener::accept) only accepts: it must
+/// stay quick, since the node's accept loop calls it in a loop and applies its
+/// per-address limits right after. The node then calls [`secure`](Listener::secure) on
+/// the connection's own task, under its hello timeout, to run whatever handshake the
+/// transport needs (TLS for [`tls::Tls`]), so a slow or silent peer holds up only its own
+/// connection, never the accept loop.
 pub trait Listener: Send + Sync + 'static {
-    /// Waits for the next connection; returns it with the peer's address.
+    /// Waits for the next connection; returns it with the peer's address. The stream is
+    /// not ready for use until it has been through [`secure`](Listener::secure).
     fn accept(&self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>>;
 
     /// The address the listener is bound to (with the actual port if port 0 was asked).
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Runs the transport's handshake on a stream [`accept`](Listener::accept) returned and
+    /// gives back the stream to use. The default returns the stream unchanged (plain TCP,
+    /// the simulator); [`tls::Tls`]'s listener runs the TLS server handshake here. The
+    /// future owns what it needs (`'static`): callers run it on the connection's own task
+    /// and bound it with their own timeout, since a peer that sends nothing stalls it.
+    fn secure(&self, stream: BoxStream) -> BoxFuture<'static, io::Result<BoxStream>> {
+        Box::pin(std::future::ready(Ok(stream)))
+    }
 }
 
 /// Opens connections and listeners.
@@ -120,7 +147,9 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         assert_ne!(addr.port(), 0, "port 0 is replaced by the port bound");
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
+            let (s, _) = listener.accept().await.expect("accept");
+            // Plain TCP has no handshake: `secure` hands the stream back as it is.
+            let mut s = listener.secure(s).await.expect("secure");
             let mut buf = [0u8; 4];
             s.read_exact(&mut buf).await.expect("read");
             s.write_all(&buf).await.expect("write");
