@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use dfs::node::{Node, NodeConfig, parse_cluster};
+use dfs::node::{Limits, Node, NodeConfig, parse_cluster};
 
 use crate::duration::parse_duration;
 
@@ -61,12 +61,41 @@ struct RunArgs {
     /// Replicas per new file (default 2, or fewer in a smaller cluster).
     #[arg(long)]
     replication_factor: Option<usize>,
-    /// Most open connections.
-    #[arg(long, default_value_t = 1024)]
+    // The abuse limits (`dfs_node::Limits`). Durations as for `--rereplicate-after`.
+    /// Most open connections; more get a `Busy` goodbye.
+    #[arg(long, default_value_t = Limits::default().connections_max)]
     max_connections: usize,
-    /// Close connections idle for this many seconds.
-    #[arg(long, default_value_t = 300)]
-    idle_timeout_secs: u64,
+    /// Most open connections from one source IP address; more from it get a `Busy`
+    /// goodbye while other addresses are still served. The cluster's nodes connect to each
+    /// other too, a few connections each.
+    #[arg(long, default_value_t = Limits::default().connections_per_address_max)]
+    max_connections_per_address: usize,
+    /// Most requests one connection may have in progress; more get `Busy` answers.
+    #[arg(long, default_value_t = Limits::default().requests_in_flight_max)]
+    max_requests_in_flight: usize,
+    /// Largest frame a client may send, in bytes, from 263424 (a 256 KiB chunk under the
+    /// longest name) to 1048576; a larger one gets a `TooLarge` goodbye.
+    #[arg(long, default_value_t = Limits::default().request_bytes_max)]
+    max_request_bytes: usize,
+    /// How long a new connection may take to send its hello. Default 5s.
+    #[arg(long, value_parser = parse_duration)]
+    hello_timeout: Option<Duration>,
+    /// Close connections with nothing in progress and nothing sent for this long
+    /// (`--idle-timeout-secs N` still works). Default 5m.
+    #[arg(long, alias = "idle-timeout-secs", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Close a connection whose sender stalls in the middle of a frame for this long
+    /// (checked at this interval, so up to twice it). Default 30s.
+    #[arg(long, value_parser = parse_duration)]
+    frame_timeout: Option<Duration>,
+    /// Close a connection whose peer does not take a frame we send within this. Default
+    /// 30s.
+    #[arg(long, value_parser = parse_duration)]
+    write_timeout: Option<Duration>,
+    /// Abandon a streamed write whose next chunk does not come within this (the writer
+    /// holds its file's lock meanwhile). Default 30s.
+    #[arg(long, value_parser = parse_duration)]
+    body_chunk_timeout: Option<Duration>,
     /// Acknowledge writes before they reach the disk (faster; a machine crash can lose
     /// acknowledged writes). Off by default.
     #[arg(long)]
@@ -200,8 +229,23 @@ fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
     config.replication_factor = args.replication_factor;
     config.fsync = !args.no_fsync;
     config.group_commit = !args.no_group_commit;
-    config.limits.connections_max = args.max_connections;
-    config.limits.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    let limits = &mut config.limits;
+    limits.connections_max = args.max_connections;
+    limits.connections_per_address_max = args.max_connections_per_address;
+    limits.requests_in_flight_max = args.max_requests_in_flight;
+    limits.request_bytes_max = args.max_request_bytes;
+    let waits = [
+        (args.hello_timeout, &mut limits.hello_timeout),
+        (args.idle_timeout, &mut limits.idle_timeout),
+        (args.frame_timeout, &mut limits.frame_timeout),
+        (args.write_timeout, &mut limits.write_timeout),
+        (args.body_chunk_timeout, &mut limits.body_chunk_timeout),
+    ];
+    for (flag, limit) in waits {
+        if let Some(wait) = flag {
+            *limit = wait;
+        }
+    }
     if let Some(after) = args.rereplicate_after {
         config.timing.rereplicate_after = after;
     }
@@ -257,5 +301,95 @@ mod test {
         let config = run_config(cli.run).expect("config");
         assert_eq!(config.timing.rereplicate_after, Duration::from_secs(30));
         assert_eq!(config.timing.scrub_interval, Duration::from_secs(24 * 3600));
+        // Without limit flags, the library's defaults.
+        let (got, want) = (config.limits, Limits::default());
+        assert_eq!(
+            (
+                got.connections_max,
+                got.connections_per_address_max,
+                got.requests_in_flight_max,
+                got.request_bytes_max,
+            ),
+            (
+                want.connections_max,
+                want.connections_per_address_max,
+                want.requests_in_flight_max,
+                want.request_bytes_max,
+            )
+        );
+        assert_eq!(
+            (
+                got.hello_timeout,
+                got.idle_timeout,
+                got.frame_timeout,
+                got.write_timeout,
+                got.body_chunk_timeout,
+            ),
+            (
+                want.hello_timeout,
+                want.idle_timeout,
+                want.frame_timeout,
+                want.write_timeout,
+                want.body_chunk_timeout,
+            )
+        );
+    }
+
+    #[test]
+    fn every_limit_flag_reaches_the_node_config() {
+        let parse = |flags: &[&str]| {
+            let base = [
+                "dfs-server",
+                "--id",
+                "1",
+                "--cluster",
+                "1=127.0.0.1:6000",
+                "--data-dir",
+                "/tmp/x",
+            ];
+            let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("parses");
+            run_config(cli.run).expect("config").limits
+        };
+        let limits = parse(&[
+            "--max-connections",
+            "100",
+            "--max-connections-per-address",
+            "10",
+            "--max-requests-in-flight",
+            "8",
+            "--max-request-bytes",
+            "300000",
+            "--hello-timeout",
+            "2s",
+            "--idle-timeout",
+            "90s",
+            "--frame-timeout",
+            "750ms",
+            "--write-timeout",
+            "3s",
+            "--body-chunk-timeout",
+            "4s",
+        ]);
+        assert_eq!(limits.connections_max, 100);
+        assert_eq!(limits.connections_per_address_max, 10);
+        assert_eq!(limits.requests_in_flight_max, 8);
+        assert_eq!(limits.request_bytes_max, 300_000);
+        assert_eq!(limits.hello_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.frame_timeout, Duration::from_millis(750));
+        assert_eq!(limits.write_timeout, Duration::from_secs(3));
+        assert_eq!(limits.body_chunk_timeout, Duration::from_secs(4));
+        // The range `--max-request-bytes`'s help gives.
+        assert_eq!(
+            (dfs::node::REQUEST_BYTES_MIN, dfs::proto::FRAME_BYTES_MAX),
+            (263_424, 1_048_576)
+        );
+        // The older spelling of the idle timeout, a number of seconds, still works.
+        let limits = parse(&["--idle-timeout-secs", "45"]);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(45));
+        assert!(
+            Cli::try_parse_from(["dfs-server", "--hello-timeout", "soon"]).is_err(),
+            "a duration without a number is refused"
+        );
     }
 }

@@ -6,17 +6,38 @@ use std::time::Duration;
 
 use dfs_auth::{ClusterSecret, TokenStore};
 use dfs_net::SharedTransport;
+use dfs_proto::{CHUNK_BYTES_MAX, FRAME_BYTES_MAX, NAME_BYTES_MAX};
 use dfs_replication::{BODY_CHUNK_TIMEOUT, Member, Timing};
+use tokio::sync::Semaphore;
 
 use crate::NodeError;
+
+/// The smallest [`Limits::request_bytes_max`] a node accepts: one request carrying a whole
+/// body chunk ([`CHUNK_BYTES_MAX`]) under the longest name ([`NAME_BYTES_MAX`]), with room
+/// for the rest of its envelope (ids, tag, condition, lengths). Every frame the client
+/// library sends fits in it.
+pub const REQUEST_BYTES_MIN: usize = CHUNK_BYTES_MAX + NAME_BYTES_MAX + 256;
 
 /// Every bound a node puts on what clients can make it hold.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Open connections at most; the next one is refused with `Busy`.
     pub connections_max: usize,
+    /// Open connections from one source IP address (any port) at most; the next one from
+    /// that address is refused with `Busy`, while other addresses are still served. So one
+    /// host (or everything behind one NAT) can hold only part of
+    /// [`connections_max`](Self::connections_max). The nodes of the cluster connect to
+    /// each other too (a few connections per node), and count like anyone else.
+    pub connections_per_address_max: usize,
     /// Requests one connection may have in progress; more get `Busy` answers.
     pub requests_in_flight_max: usize,
+    /// The largest frame a client may send, in bytes (a frame over it gets a `TooLarge`
+    /// goodbye and the connection is closed); between [`REQUEST_BYTES_MIN`] and
+    /// [`FRAME_BYTES_MAX`]. Also bounds the buffer a frame's announced length makes the
+    /// node reserve. Connections from other nodes of the cluster (raft, replication,
+    /// forwarded requests) keep [`FRAME_BYTES_MAX`]: their messages are built to it, and a
+    /// forwarded request is re-framed with an id of its own.
+    pub request_bytes_max: usize,
     /// Time to send the hello after connecting.
     pub hello_timeout: Duration,
     /// A connection with nothing in progress and no frame for this long is closed.
@@ -41,7 +62,12 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             connections_max: 1024,
+            // A quarter of the connections: one address cannot take the node, yet a NAT
+            // gateway or an application server's pool, or a benchmark of 256 clients on
+            // loopback (spread over the nodes, plus the peers' own connections), fits.
+            connections_per_address_max: 256,
             requests_in_flight_max: 64,
+            request_bytes_max: FRAME_BYTES_MAX,
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(30),
@@ -51,6 +77,57 @@ impl Default for Limits {
             forward_connect_timeout: Duration::from_secs(2),
             forward_reply_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Limits {
+    /// Checks that every bound is usable: counts at least 1 (and within what a semaphore
+    /// holds), waits longer than zero, the request size between [`REQUEST_BYTES_MIN`] and
+    /// [`FRAME_BYTES_MAX`]. Messages name the `dfs-server` flag.
+    pub(crate) fn validate(&self) -> Result<(), NodeError> {
+        let counts = [
+            ("--max-connections", self.connections_max),
+            (
+                "--max-connections-per-address",
+                self.connections_per_address_max,
+            ),
+            ("--max-requests-in-flight", self.requests_in_flight_max),
+        ];
+        for (flag, n) in counts {
+            if n == 0 || n > Semaphore::MAX_PERMITS {
+                return Err(NodeError::Config(format!(
+                    "{flag} {n} must be between 1 and {}",
+                    Semaphore::MAX_PERMITS
+                )));
+            }
+        }
+        let waits = [
+            ("--hello-timeout", self.hello_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--frame-timeout", self.frame_timeout),
+            ("the write timeout", self.write_timeout),
+            ("the body chunk timeout", self.body_chunk_timeout),
+        ];
+        for (what, wait) in waits {
+            if wait.is_zero() {
+                return Err(NodeError::Config(format!("{what} must be longer than 0")));
+            }
+        }
+        let bytes = self.request_bytes_max;
+        if bytes < REQUEST_BYTES_MIN {
+            return Err(NodeError::Config(format!(
+                "--max-request-bytes {bytes} is too small: a request must fit a \
+                 {CHUNK_BYTES_MAX}-byte body chunk under a {NAME_BYTES_MAX}-byte name, so \
+                 at least {REQUEST_BYTES_MIN}"
+            )));
+        }
+        if bytes > FRAME_BYTES_MAX {
+            return Err(NodeError::Config(format!(
+                "--max-request-bytes {bytes} is over the protocol's frame limit of \
+                 {FRAME_BYTES_MAX} bytes"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +228,7 @@ impl NodeConfig {
                 self.members.len()
             )));
         }
+        self.limits.validate()?;
         Ok(me)
     }
 

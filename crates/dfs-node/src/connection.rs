@@ -48,7 +48,12 @@ pub(crate) async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (read_half, write_half) = tokio::io::split(socket);
-    let mut reader = FramedRead::new(read_half, ServerCodec::new());
+    // A client's frames, the hello first, are held to the request limit; another node's
+    // connection is lifted to the protocol's once its hello says so (`node_frames`).
+    let mut reader = FramedRead::new(
+        read_half,
+        ServerCodec::with_max(ctx.limits.request_bytes_max),
+    );
     let mut conn = FramedWrite::new(write_half, ServerCodec::new());
     let first = tokio::select! {
         _ = shutdown.changed() => return,
@@ -114,6 +119,7 @@ pub(crate) async fn serve_connection(
                 tracing::warn!(caller = node_id, why, "refused a peer: cluster-secret handshake failed");
                 return goodbye(&mut conn, &ctx, ErrorCode::Unauthenticated, why).await;
             }
+            node_frames(&mut reader);
             if let Role::Peer { node_id, .. } = hello.role {
                 if send_with_timeout(&mut conn, &ctx, welcome(&ctx))
                     .await
@@ -165,6 +171,14 @@ pub(crate) async fn serve_connection(
     };
     serve_client(reader, conn, Arc::new(session), shutdown).await;
     tracing::debug!("client disconnected");
+}
+
+/// Lifts a connection from another node of the cluster to the protocol's frame limit: raft
+/// and replication messages are built up to it, and a forwarded request is re-framed with
+/// an id of its own, so it may be a little longer than the client's frame was. Called right
+/// after the hello, when the codec is between frames (what it has buffered stays read).
+fn node_frames(reader: &mut Reader) {
+    *reader.decoder_mut() = ServerCodec::new();
 }
 
 /// How long a client's hello waits for a starting node to join its cluster.

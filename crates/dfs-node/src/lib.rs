@@ -11,15 +11,19 @@
 //! ```
 //!
 //! # What it does
-//! - Accepts TCP connections up to [`Limits::connections_max`]; one more gets a `Busy`
-//!   goodbye and is closed, so a flood of connections cannot starve the node.
+//! - Accepts TCP connections up to [`Limits::connections_max`], and up to
+//!   [`Limits::connections_per_address_max`] from one source address; one more gets a
+//!   `Busy` goodbye and is closed, so a flood of connections cannot starve the node, nor
+//!   one host everybody else.
+//! - Refuses a client's frame over [`Limits::request_bytes_max`] with a `TooLarge` goodbye.
 //! - Expects a hello within [`Limits::hello_timeout`] (a silent connection is closed), checks
 //!   magic, version and role, and answers a stray HTTP request with `400 Bad Request`.
 //! - Serves a client connection's requests concurrently (pipelining, at most
 //!   [`Limits::requests_in_flight_max`] at once), routing streamed body chunks to their
 //!   request through bounded queues, and answering each through one bounded outbound queue.
-//! - Closes a connection idle for [`Limits::idle_timeout`] and one whose peer does not take
-//!   our frames within [`Limits::write_timeout`].
+//! - Closes a connection idle for [`Limits::idle_timeout`], one that stalls in the middle
+//!   of a frame for [`Limits::frame_timeout`] (a slow sender), and one whose peer does not
+//!   take our frames within [`Limits::write_timeout`].
 //! - Every error reaches the client as a code and a message; malformed input ends only the
 //!   connection that sent it.
 //! - On shutdown stops accepting, says goodbye on every connection, and waits up to
@@ -35,7 +39,7 @@ mod forward;
 mod local;
 mod server;
 
-pub use config::{Limits, NodeConfig, parse_cluster};
+pub use config::{Limits, NodeConfig, REQUEST_BYTES_MIN, parse_cluster};
 pub use dfs_replication::{Member, Timing};
 pub use local::LocalCluster;
 pub use server::Node;
@@ -66,5 +70,7 @@ pub enum NodeError {
     },
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod test;

@@ -1,6 +1,7 @@
 //! [`Node`]: start-up, the accept loop and shutdown.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
 use dfs_replication::{DataService, Engine, EngineConfig};
 use dfs_store::{Store, StoreConfig};
 use futures::SinkExt;
+use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +28,9 @@ use crate::{Limits, NodeConfig, NodeError};
 const REFUSALS_IN_FLIGHT_MAX: usize = 64;
 /// Longest pause after a failed `accept` (for example when out of file descriptors).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one warning about refused connections per this interval; the next one says
+/// how many were refused meanwhile.
+const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every connection of a node shares.
 pub(crate) struct Context {
@@ -228,7 +234,9 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(ctx.limits.connections_max));
+    let per_address = Arc::new(PerAddress::new(ctx.limits.connections_per_address_max));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT_MAX));
+    let mut warnings = RefusalWarnings::default();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -247,21 +255,41 @@ async fn accept_loop(
                 continue;
             }
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        // The address's slot first: a connection refused for the total holds neither.
+        let admitted = match per_address.clone().try_acquire(peer.ip()) {
+            None => Err(Refusal::PerAddress),
+            Some(slot) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Ok((slot, permit)),
+                Err(_) => Err(Refusal::Total),
+            },
+        };
+        match admitted {
+            Ok((slot, permit)) => {
                 let ctx2 = ctx.clone();
                 let shutdown = shutdown.clone();
                 ctx.tracker.spawn(async move {
                     serve_connection(socket, peer, ctx2, shutdown).await;
                     drop(permit);
+                    drop(slot);
                 });
             }
-            Err(_) => {
-                tracing::warn!(%peer, max = ctx.limits.connections_max, "connection limit reached");
+            Err(why) => {
+                let message = match why {
+                    Refusal::Total => format!(
+                        "the node serves at most {} connections; try again later",
+                        ctx.limits.connections_max
+                    ),
+                    Refusal::PerAddress => format!(
+                        "the node serves at most {} connections per source address, and {} \
+                         has that many open; try again later",
+                        ctx.limits.connections_per_address_max,
+                        peer.ip()
+                    ),
+                };
+                warnings.refused(peer, &message);
                 if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    let max = ctx.limits.connections_max;
                     tokio::spawn(async move {
-                        refuse(socket, max).await;
+                        refuse(socket, message).await;
                         drop(refusal);
                     });
                 }
@@ -271,12 +299,145 @@ async fn accept_loop(
     tracing::debug!("accept loop stopped");
 }
 
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The node has [`Limits::connections_max`] connections open.
+    Total,
+    /// The source address has [`Limits::connections_per_address_max`] open.
+    PerAddress,
+}
+
+/// Open connections per source IP address. Only addresses with a connection open have an
+/// entry (one at zero is removed), so it holds at most [`Limits::connections_max`] of them.
+struct PerAddress {
+    max: usize,
+    open: Mutex<BTreeMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` if it has the most it may.
+    fn try_acquire(self: Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        // An IPv4 client of a dual-stack socket shows as `::ffff:a.b.c.d`: the same host.
+        let ip = ip.to_canonical();
+        {
+            let mut open = self.open.lock();
+            let n = open.get(&ip).copied().unwrap_or(0);
+            if n >= self.max {
+                return None;
+            }
+            open.insert(ip, n + 1);
+        }
+        Some(AddressSlot { table: self, ip })
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.open.lock().len()
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Warns about refused connections at most once per [`REFUSAL_WARNING_INTERVAL`], so a
+/// flood of them makes a few log lines, not one each.
+#[derive(Default)]
+struct RefusalWarnings {
+    last: Option<Instant>,
+    /// Refused since the last warning, unreported.
+    unreported: u64,
+}
+
+impl RefusalWarnings {
+    /// Counts a refusal, and warns unless it did so less than the interval ago; answers
+    /// whether it warned.
+    fn refused(&mut self, peer: SocketAddr, why: &str) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_WARNING_INTERVAL)
+        {
+            self.unreported += 1;
+            return false;
+        }
+        tracing::warn!(
+            %peer,
+            refused_since_last_warning = self.unreported,
+            "refused a connection: {why}"
+        );
+        self.last = Some(now);
+        self.unreported = 0;
+        true
+    }
+}
+
 /// Tells an over-limit client why it is closed, without waiting long for it.
-async fn refuse(socket: BoxStream, max: usize) {
+async fn refuse(socket: BoxStream, message: String) {
     let mut framed = Framed::new(socket, ServerCodec::new());
-    let bye = ServerFrame::Goodbye(WireError::new(
-        ErrorCode::Busy,
-        format!("the node serves at most {max} connections; try again later"),
-    ));
+    let bye = ServerFrame::Goodbye(WireError::new(ErrorCode::Busy, message));
     let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(bye)).await;
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn address_slots_are_counted_per_ip_and_forgotten_at_zero() {
+        let table = Arc::new(PerAddress::new(2));
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        let a1 = table.clone().try_acquire(a).expect("first");
+        // The same host over IPv6's mapped form counts as the same address.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        let a2 = table.clone().try_acquire(mapped).expect("second");
+        assert!(table.clone().try_acquire(a).is_none(), "third refused");
+        let b1 = table.clone().try_acquire(b).expect("another address");
+        assert_eq!(table.addresses(), 2);
+        drop(a1);
+        let a3 = table.clone().try_acquire(a).expect("a freed slot");
+        drop((a2, a3, b1));
+        assert_eq!(table.addresses(), 0, "no entry outlives its connections");
+    }
+
+    #[test]
+    fn a_flood_of_refusals_makes_one_warning_per_interval() {
+        let mut warnings = RefusalWarnings::default();
+        let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
+        assert!(warnings.refused(peer, "first"));
+        for _ in 0..1000 {
+            assert!(!warnings.refused(peer, "flood"));
+        }
+        assert_eq!(warnings.unreported, 1000);
+        // An interval later, the next refusal warns again (and reports the count).
+        let earlier = warnings
+            .last
+            .and_then(|t| t.checked_sub(REFUSAL_WARNING_INTERVAL));
+        warnings.last = earlier;
+        assert!(warnings.refused(peer, "later"));
+        assert_eq!(warnings.unreported, 0);
+    }
 }

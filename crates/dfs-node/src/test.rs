@@ -380,6 +380,8 @@ async fn hundreds_of_idle_connections_do_not_block_service() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = Limits {
         hello_timeout: Duration::from_millis(500),
+        // All from one address here, over its default limit (see limits_tests.rs).
+        connections_per_address_max: 1024,
         ..Limits::default()
     };
     let node = start(dir.path(), limits).await;
