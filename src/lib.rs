@@ -4,6 +4,8 @@
 //! - [`client`]: connect to any node and use every operation ([`client::Client`]);
 //! - [`node`]: run a whole node in-process from a [`node::NodeConfig`];
 //! - [`store`]: the local file store and per-file lock manager, usable on their own;
+//! - [`auth`]: the cluster secret, access tokens and their rights;
+//! - [`net`]: the transports (TCP, and TLS in [`net::tls`]);
 //! - [`proto`], [`placement`], [`replication`]: the protocol, the replica placement and
 //!   the engine underneath.
 //!
@@ -20,7 +22,9 @@
 //!
 //! The `dfs-server` and `dfs-client` binaries are built with the default `cli` feature.
 
+pub use dfs_auth as auth;
 pub use dfs_client as client;
+pub use dfs_net as net;
 pub use dfs_node as node;
 pub use dfs_placement as placement;
 pub use dfs_proto as proto;

@@ -30,6 +30,15 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// A file holding the access token to present, for a cluster that requires one
+    /// [default: $DFS_TOKEN].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Connect with TLS, trusting the certificate authority in this PEM file.
+    #[arg(long, global = true, env = "DFS_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
     /// What to do; without one, an interactive shell starts.
     #[command(subcommand)]
     pub command: Option<Command>,

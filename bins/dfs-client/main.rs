@@ -27,7 +27,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dfs_client::{Client, ClientConfig};
+use dfs::net::Tcp;
+use dfs::net::tls::{Tls, TlsFiles};
+use dfs_client::{Client, ClientConfig, token_from_env};
 use tokio::runtime::Runtime;
 
 use crate::cli::Cli;
@@ -60,7 +62,11 @@ fn main() -> ExitCode {
 /// Connects, then runs the command or the shell.
 fn run(rt: &Runtime, cli: Cli) -> anyhow::Result<()> {
     let servers = cli.servers();
-    let config = ClientConfig::from_list(&servers);
+    let mut config = ClientConfig::from_list(&servers);
+    config.token = token_from_env(cli.token_file.as_deref())?;
+    if let Some(ca) = &cli.tls_ca {
+        config.transport = Tls::from_files(Tcp::shared(), &TlsFiles::client(ca))?.into_shared();
+    }
     let client = rt.block_on(Client::with_config(config))?;
     tracing::debug!(%servers, client_id = client.client_id(), "connected");
     match cli.command {

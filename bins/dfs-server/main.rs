@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+
+use dfs::auth::{ClusterSecret, Right, TokenStore, TokensFile, write_private_file};
+use dfs::net::Tcp;
+use dfs::net::tls::{Tls, TlsFiles, write_dev_certificates};
 use dfs::node::{Limits, Node, NodeConfig, parse_cluster};
 
 use crate::duration::parse_duration;
@@ -45,10 +50,89 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         replication_factor: usize,
     },
+    /// Write a new random cluster secret to FILE (mode 0600), for --secret-file. Copy the
+    /// same file to every node of the cluster.
+    Secret {
+        /// Where to write it.
+        file: PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Manage the access tokens of a tokens file (--tokens-file); copy the file to every
+    /// node after a change (nodes re-read it when it changes).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Write a development certificate authority and one node certificate for the given
+    /// host names and IP addresses (ca.pem, ca-key.pem, node.pem, node-key.pem in DIR),
+    /// for --tls-cert, --tls-key and --tls-ca.
+    Certs {
+        /// Where to write the four files.
+        #[arg(long, default_value = "./dfs-tls")]
+        dir: PathBuf,
+        /// Every name clients and peers use to reach the nodes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        names: Vec<String>,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `dfs-server token ...`.
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Add a token and print it (the only time it is shown; the file keeps its SHA-256).
+    Add {
+        /// The token's name (letters, digits, '_', '-', '@').
+        name: String,
+        /// `read` (read, stat, ls, shared locks) or `read-write` (everything).
+        #[arg(long, default_value = "read-write")]
+        right: dfs::auth::Right,
+        /// Only names starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The tokens file (made if missing).
+        #[arg(long, env = "DFS_TOKENS_FILE")]
+        tokens_file: PathBuf,
+    },
+    /// List the tokens' names, rights and prefixes.
+    List {
+        /// The tokens file.
+        #[arg(long, env = "DFS_TOKENS_FILE")]
+        tokens_file: PathBuf,
+    },
+    /// Remove a token: nodes refuse it once they have re-read the file.
+    Remove {
+        /// The token's name.
+        name: String,
+        /// The tokens file.
+        #[arg(long, env = "DFS_TOKENS_FILE")]
+        tokens_file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// A file holding the cluster's shared secret (`dfs-server secret FILE` makes one; the
+    /// same on every node, mode 0600): peers must prove it to each other. Without it,
+    /// anyone who reaches the port can act as a node of the cluster.
+    #[arg(long, env = "DFS_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// A tokens file (`dfs-server token add`): clients must present one of its tokens, and
+    /// may do only what it allows. Needs --secret-file. Without it, every client may do
+    /// everything.
+    #[arg(long, env = "DFS_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Serve TLS with this certificate (PEM; with --tls-key and --tls-ca).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The certificate authority the other nodes' certificates are checked against (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
     /// This node's id in the cluster list.
     #[arg(long)]
     id: Option<u64>,
@@ -129,13 +213,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let configs = match cli.command {
+    let (configs, dev_token) = match cli.command {
         Some(Command::Dev {
             data_dir,
             port,
             replication_factor,
         }) => dev_configs(&data_dir, port, replication_factor)?,
-        None => vec![run_config(cli.run)?],
+        Some(tool) => return run_tool(tool),
+        None => {
+            let config = run_config(cli.run)?;
+            warn_if_open(&config);
+            (vec![config], None)
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,12 +248,14 @@ fn main() -> anyhow::Result<()> {
             }
             return Err(e.into());
         }
-        if nodes.len() > 1 {
+        if let Some((token, path)) = &dev_token {
             let addrs: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
             println!(
-                "dfs dev cluster: {} nodes on {}. In another terminal: dfs-client status",
+                "dfs dev cluster: {} nodes on {}.\nIts access token (also in {}):\n\n  \
+                 export DFS_TOKEN={token}\n\nthen, in that terminal: dfs-client status",
                 nodes.len(),
-                addrs.join(", ")
+                addrs.join(", "),
+                path.display()
             );
         }
         // A node whose cluster map stopped (a raft log it could not write) cannot serve:
@@ -191,12 +282,42 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// The three nodes of `dfs-server dev`: ports `port`, `port + 1000`, `port + 2000`.
+/// The three nodes of `dfs-server dev`: ports `port`, `port + 1000`, `port + 2000`,
+/// secured like a real cluster with a secret and a read-write token `dev`, all kept in
+/// `data_dir` so a restart keeps them. Returns the token and the file that holds it too.
 fn dev_configs(
     data_dir: &std::path::Path,
     port: u16,
     replication_factor: usize,
-) -> anyhow::Result<Vec<NodeConfig>> {
+) -> anyhow::Result<(Vec<NodeConfig>, Option<(String, PathBuf)>)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot make {}", data_dir.display()))?;
+    let secret_path = data_dir.join("secret");
+    let secret = if secret_path.exists() {
+        ClusterSecret::from_file(&secret_path)?
+    } else {
+        let secret = ClusterSecret::generate();
+        secret.write(&secret_path, false)?;
+        secret
+    };
+    let tokens_path = data_dir.join("tokens.json");
+    let token_path = data_dir.join("dev-token");
+    let mut tokens = TokensFile::load_or_empty(&tokens_path)?;
+    let kept = std::fs::read_to_string(&token_path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| tokens.grant(t).is_ok());
+    let token = match kept {
+        Some(token) => token,
+        None => {
+            tokens.remove("dev");
+            let token = tokens.add("dev", Right::ReadWrite, None)?;
+            tokens.save(&tokens_path)?;
+            write_private_file(&token_path, format!("{token}\n").as_bytes(), true)?;
+            token
+        }
+    };
+    let token_store = Arc::new(TokenStore::open(&tokens_path)?);
     let ports: Vec<u16> = (0..3u16)
         .map(|i| port.checked_add(i * 1000))
         .collect::<Option<_>>()
@@ -208,14 +329,17 @@ fn dev_configs(
         .collect::<Vec<_>>()
         .join(",");
     let members = parse_cluster(&cluster)?;
-    Ok((1..=3u64)
+    let configs = (1..=3u64)
         .map(|id| {
             let mut config =
                 NodeConfig::new(id, members.clone(), data_dir.join(format!("node-{id}")));
             config.replication_factor = Some(replication_factor);
+            config.secret = Some(secret.clone());
+            config.tokens = Some(token_store.clone());
             config
         })
-        .collect())
+        .collect();
+    Ok((configs, Some((token, token_path))))
 }
 
 fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
@@ -252,7 +376,101 @@ fn run_config(args: RunArgs) -> anyhow::Result<NodeConfig> {
     if let Some(every) = args.scrub_interval {
         config.timing.scrub_interval = every;
     }
+    if let Some(path) = &args.secret_file {
+        config.secret = Some(ClusterSecret::from_file(path)?);
+    }
+    if let Some(path) = &args.tokens_file {
+        config.tokens = Some(Arc::new(TokenStore::open(path)?));
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
+        let tls = Tls::from_files(Tcp::shared(), &TlsFiles::node(ca, cert, key))?;
+        config.transport = tls.into_shared();
+    }
     Ok(config)
+}
+
+/// Warns about a node that anyone can reach as a peer or client.
+fn warn_if_open(config: &NodeConfig) {
+    if config.secret.is_none() {
+        tracing::warn!(
+            "no --secret-file: anyone who can reach this node's port can act as a node of \
+             the cluster"
+        );
+    }
+    if config.tokens.is_none() {
+        tracing::warn!(
+            "no --tokens-file: anyone who can reach this node's port can read, write and \
+             delete every file"
+        );
+    }
+}
+
+/// Runs `dfs-server secret`, `token` and `certs`: they change files and print, nothing
+/// more.
+fn run_tool(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Dev { .. } => bail!("dev is not a tool"),
+        Command::Secret { file, force } => {
+            ClusterSecret::generate().write(&file, force)?;
+            println!(
+                "wrote a new cluster secret to {}: copy it to every node (mode 0600) and \
+                 start each with --secret-file",
+                file.display()
+            );
+        }
+        Command::Token(TokenCommand::Add {
+            name,
+            right,
+            prefix,
+            tokens_file,
+        }) => {
+            let mut file = TokensFile::load_or_empty(&tokens_file)?;
+            let token = file.add(&name, right, prefix.as_deref())?;
+            file.save(&tokens_file)?;
+            eprintln!(
+                "added token {name:?} ({right}{}) to {}; it is shown only now:",
+                prefix
+                    .map(|p| format!(", names under {p:?}"))
+                    .unwrap_or_default(),
+                tokens_file.display()
+            );
+            println!("{token}");
+        }
+        Command::Token(TokenCommand::List { tokens_file }) => {
+            let file = TokensFile::load(&tokens_file)?;
+            for t in &file.tokens {
+                println!(
+                    "{}\t{}\t{}",
+                    t.name,
+                    t.right,
+                    t.prefix.as_deref().unwrap_or("*")
+                );
+            }
+        }
+        Command::Token(TokenCommand::Remove { name, tokens_file }) => {
+            let mut file = TokensFile::load(&tokens_file)?;
+            if !file.remove(&name) {
+                bail!("{} has no token named {name:?}", tokens_file.display());
+            }
+            file.save(&tokens_file)?;
+            println!("removed token {name:?}");
+        }
+        Command::Certs { dir, names, force } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
+            let certs = write_dev_certificates(&dir, &names, force)?;
+            println!(
+                "wrote {} and {} (the CA: keep ca-key.pem off the nodes), {} and {} (for \
+                 every node) for {}",
+                certs.ca.display(),
+                certs.ca_key.display(),
+                certs.cert.display(),
+                certs.key.display(),
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -147,30 +147,42 @@ fn sigterm_stops_cleanly_and_keeps_the_data() {
 }
 
 #[test]
-fn dev_mode_serves_with_data_in_dfs_data() {
+fn dev_mode_serves_with_data_in_dfs_data_to_the_token_it_prints() {
+    use std::io::BufRead;
     let cwd = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
         .args(["dev", "--port", &port.to_string()])
         .current_dir(cwd.path())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn dev");
     let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !welcomes(&addr) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dev server never listened"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = client_cmd(&addr)
-        .args(["write", "hello", "dev"])
-        .output()
-        .expect("run");
-    let result = std::panic::catch_unwind(|| ok(&out));
+    // The banner comes once the nodes serve: `export DFS_TOKEN=...` is the token.
+    let stdout = child.stdout.take().expect("stdout");
+    let token = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("export DFS_TOKEN=")
+                .map(str::to_owned)
+        });
+    let result = std::panic::catch_unwind(|| {
+        let token = token.expect("dev prints the token it made");
+        assert!(welcomes_with(&addr, Some(&token)), "dev serves its token");
+        assert!(!welcomes(&addr), "and no client without one");
+        let kept = std::fs::read_to_string(cwd.path().join("dfs-data/dev-token"))
+            .expect("the token is kept in dfs-data/dev-token");
+        assert_eq!(kept.trim(), token);
+        let out = client_cmd(&addr)
+            .args(["write", "hello", "dev"])
+            .env("DFS_TOKEN", &token)
+            .output()
+            .expect("run");
+        ok(&out);
+    });
     child.kill().expect("kill");
     child.wait().expect("reap");
     result.expect("write to the dev server");

@@ -13,5 +13,6 @@ mod history;
 mod library;
 mod lock_faults;
 mod locks;
+mod security;
 mod shell;
 mod util;

@@ -140,7 +140,10 @@ impl Drop for Server {
 
 pub fn client_cmd(servers: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dfs-client"));
-    cmd.args(["--servers", servers]).env_remove("DFS_SERVERS");
+    cmd.args(["--servers", servers])
+        .env_remove("DFS_SERVERS")
+        .env_remove("DFS_TOKEN")
+        .env_remove("DFS_TLS_CA");
     cmd
 }
 
@@ -227,6 +230,11 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// Whether a node at `addr` answers a client hello with a welcome: it is serving, not just
 /// listening (the kernel accepts connections before the node's accept loop runs).
 pub fn welcomes(addr: &str) -> bool {
+    welcomes_with(addr, None)
+}
+
+/// [`welcomes`], the hello carrying an access token.
+pub fn welcomes_with(addr: &str, token: Option<&str>) -> bool {
     use std::io::{Read, Write};
 
     use bytes::BytesMut;
@@ -239,7 +247,10 @@ pub fn welcomes(addr: &str) -> bool {
     let mut codec = ClientCodec::new();
     let mut out = BytesMut::new();
     if codec
-        .encode(ClientFrame::Hello(Hello::new(Role::Client)), &mut out)
+        .encode(
+            ClientFrame::Hello(Hello::new(Role::Client).with_token(token.map(str::to_owned))),
+            &mut out,
+        )
         .is_err()
         || socket.write_all(&out).is_err()
         || socket

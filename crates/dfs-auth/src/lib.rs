@@ -99,9 +99,9 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// Writes `data` to `path` readable by its owner only (mode 0600), refusing to replace an
-/// existing file unless `replace`; the file is written in full to a temporary name and
-/// renamed, so a reader never sees half of it.
-pub(crate) fn write_private(
+/// existing file unless `replace`; the file is written in full to a temporary name, synced
+/// and renamed, so a reader never sees half of it. For secrets, tokens and keys.
+pub fn write_private_file(
     path: &std::path::Path,
     data: &[u8],
     replace: bool,

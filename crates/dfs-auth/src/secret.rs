@@ -6,7 +6,7 @@ use dfs_proto::PROOF_BYTES;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{AuthError, read_private, to_hex, write_private};
+use crate::{AuthError, read_private, to_hex, write_private_file};
 
 /// A handshake nonce: fresh random bytes from one side.
 pub type Nonce = [u8; PROOF_BYTES];
@@ -97,13 +97,16 @@ impl ClusterSecret {
     pub fn write(&self, path: &Path, replace: bool) -> Result<(), AuthError> {
         let mut data = self.key.clone();
         data.push(b'\n');
-        write_private(path, &data, replace)
+        write_private_file(path, &data, replace)
     }
 
     /// The proof `side` sends for a connection described by `context` (see
     /// [`peer_context`]), over the caller's and the node's nonces.
     pub fn proof(&self, side: Side, context: &[u8], caller: &Nonce, node: &Nonce) -> Proof {
-        self.mac(side, context, caller, node).finalize().into_bytes().into()
+        self.mac(side, context, caller, node)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Whether `proof` is `side`'s proof for this connection (compared in constant time).
@@ -152,12 +155,24 @@ mod tests {
         let (c, n) = ([1u8; 32], [2u8; 32]);
         let p = s.proof(Side::Caller, &ctx, &c, &n);
         assert!(s.verify(Side::Caller, &ctx, &c, &n, &p));
-        assert!(!s.verify(Side::Node, &ctx, &c, &n, &p), "other side's label");
-        assert!(!s.verify(Side::Caller, &ctx, &c, &[3u8; 32], &p), "other nonce");
+        assert!(
+            !s.verify(Side::Node, &ctx, &c, &n, &p),
+            "other side's label"
+        );
+        assert!(
+            !s.verify(Side::Caller, &ctx, &c, &[3u8; 32], &p),
+            "other nonce"
+        );
         let other_ctx = peer_context(7, 3, "peer");
-        assert!(!s.verify(Side::Caller, &other_ctx, &c, &n, &p), "other caller");
+        assert!(
+            !s.verify(Side::Caller, &other_ctx, &c, &n, &p),
+            "other caller"
+        );
         let other = secret("another secret of enough bytes");
-        assert!(!other.verify(Side::Caller, &ctx, &c, &n, &p), "other secret");
+        assert!(
+            !other.verify(Side::Caller, &ctx, &c, &n, &p),
+            "other secret"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{AuthError, read_private, to_hex, token_length_ok, write_private};
+use crate::{AuthError, read_private, to_hex, token_length_ok, write_private_file};
 
 /// Longest token name.
 const TOKEN_NAME_BYTES_MAX: usize = 64;
@@ -125,8 +125,8 @@ impl TokensFile {
             )));
         }
         let bytes = read_private(path)?;
-        let file: TokensFile = serde_json::from_slice(&bytes)
-            .map_err(|e| bad(format!("not a tokens file ({e})")))?;
+        let file: TokensFile =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a tokens file ({e})")))?;
         for (i, t) in file.tokens.iter().enumerate() {
             check_name(&t.name).map_err(|e| bad(e.to_string()))?;
             if file.tokens[..i].iter().any(|o| o.name == t.name) {
@@ -136,7 +136,10 @@ impl TokensFile {
                 dfs_proto::validate_prefix(p).map_err(|e| bad(e.to_string()))?;
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("token {:?}: sha256 is not 64 hex digits", t.name)));
+                return Err(bad(format!(
+                    "token {:?}: sha256 is not 64 hex digits",
+                    t.name
+                )));
             }
         }
         Ok(file)
@@ -156,7 +159,7 @@ impl TokensFile {
         let mut json = serde_json::to_vec_pretty(self)
             .map_err(|e| AuthError::Invalid(format!("cannot encode the tokens: {e}")))?;
         json.push(b'\n');
-        write_private(path, &json, true)
+        write_private_file(path, &json, true)
     }
 
     /// Adds a token `name` with `right`, limited to names under `prefix` if given, and
@@ -388,7 +391,10 @@ mod tests {
         wrong.push(if token.ends_with('0') { '1' } else { '0' });
         assert!(matches!(file.grant(&wrong), Err(AuthError::UnknownToken)));
         assert!(matches!(file.grant("nobody"), Err(AuthError::UnknownToken)));
-        assert!(file.add("alice", Right::Read, None).is_err(), "names are unique");
+        assert!(
+            file.add("alice", Right::Read, None).is_err(),
+            "names are unique"
+        );
         assert!(file.add("a b", Right::Read, None).is_err(), "name rules");
         assert!(file.remove("alice"));
         assert!(matches!(file.grant(&token), Err(AuthError::UnknownToken)));
@@ -439,14 +445,23 @@ mod tests {
         file.save(&path).expect("saved");
         let store = TokenStore::open(&path).expect("opened");
         assert!(matches!(store.authenticate(None), Err(AuthError::NoToken)));
-        assert_eq!(store.authenticate(Some(&alice)).expect("ok").right, Right::Read);
-        let bob = file.add("bob", Right::ReadWrite, Some("b/")).expect("added");
+        assert_eq!(
+            store.authenticate(Some(&alice)).expect("ok").right,
+            Right::Read
+        );
+        let bob = file
+            .add("bob", Right::ReadWrite, Some("b/"))
+            .expect("added");
         file.save(&path).expect("saved");
         assert_eq!(
-            store.authenticate(Some(&bob)).expect("re-read").prefix.as_deref(),
+            store
+                .authenticate(Some(&bob))
+                .expect("re-read")
+                .prefix
+                .as_deref(),
             Some("b/")
         );
-        write_private(&path, b"{ not json, and longer than before", true).expect("broken");
+        write_private_file(&path, b"{ not json, and longer than before", true).expect("broken");
         assert!(store.authenticate(Some(&bob)).is_ok(), "old tokens stay");
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dfs_net::{SharedTransport, Tcp};
 use dfs_proto::{
-    Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, Condition, FileInfo, ListEntry,
-    Hello, LockGrant, LockMode, Name, Op, OpTag, PAGE_ENTRIES_MAX, Reply, Request, Role, ScrubReport,
-    ServerFrame, TableEntry, WriteAck, validate_prefix,
+    Body, CHUNK_BYTES_MAX, Chunk, ClientFrame, ClusterStatus, Condition, FileInfo, Hello,
+    ListEntry, LockGrant, LockMode, Name, Op, OpTag, PAGE_ENTRIES_MAX, Reply, Request, Role,
+    ScrubReport, ServerFrame, TableEntry, WriteAck, validate_prefix,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -62,7 +62,10 @@ impl std::fmt::Debug for ClientConfig {
 pub fn token_from_env(file: Option<&std::path::Path>) -> Result<Option<String>, ClientError> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ClientError::Config(format!("cannot read the token file {}: {e}", path.display()))
+            ClientError::Config(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
         })?;
         let token = text.trim();
         if token.is_empty() {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dfs_net::{BoxStream, Transport};
 use dfs_auth::{ClusterSecret, GreetError};
+use dfs_net::{BoxStream, Transport};
 use dfs_proto::{ClientCodec, ClientFrame, ErrorCode, Hello, ServerFrame, WireError};
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;

@@ -31,8 +31,7 @@ use bytes::Bytes;
 use dfs_auth::ClusterSecret;
 use dfs_net::{BoxStream, SharedTransport};
 use dfs_proto::{
-    ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PeerMessage, Role,
-    ServerFrame,
+    ClientCodec, ClientFrame, Hello, PEER_PAYLOAD_BYTES_MAX, PeerMessage, Role, ServerFrame,
 };
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};

@@ -9,10 +9,12 @@ use dfs_auth::{ClusterSecret, Grant, Side};
 use dfs_cluster::PeerService;
 use dfs_net::BoxStream;
 use dfs_proto::{
-    CHUNK_BYTES_MAX, Challenge, Chunk, ClientFrame, Hello, ErrorCode, MAGIC, Op, PAGE_ENTRIES_MAX, PROTOCOL_VERSION,
-    ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame, Welcome, WireError,
+    CHUNK_BYTES_MAX, Challenge, Chunk, ClientFrame, ErrorCode, Hello, MAGIC, Op, PAGE_ENTRIES_MAX,
+    PROTOCOL_VERSION, ProtoError, Reply, Request, Response, Role, ServerCodec, ServerFrame,
+    Welcome, WireError,
 };
 use dfs_replication::{BodyStream, BodyTx, Engine, EngineError, ReadHandle, WriteMode};
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -42,11 +44,26 @@ type Writer = FramedWrite<WriteHalf<BoxStream>, ServerCodec>;
 
 #[tracing::instrument(name = "conn", skip_all, fields(node = ctx.node_id, %peer))]
 pub(crate) async fn serve_connection(
-    socket: BoxStream,
+    secured: BoxFuture<'static, std::io::Result<BoxStream>>,
     peer: SocketAddr,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The transport's handshake (TLS), bounded like the hello that follows it.
+    let socket = tokio::select! {
+        _ = shutdown.changed() => return,
+        secured = tokio::time::timeout(ctx.limits.hello_timeout, secured) => match secured {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "transport handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no transport handshake within the hello timeout");
+                return;
+            }
+        },
+    };
     let (read_half, write_half) = tokio::io::split(socket);
     // A client's frames, the hello first, are held to the request limit; another node's
     // connection is lifted to the protocol's once its hello says so (`node_frames`).
@@ -116,7 +133,11 @@ pub(crate) async fn serve_connection(
             if let Some(secret) = &ctx.secret
                 && let Err(why) = challenge(&mut reader, &mut conn, &ctx, &hello, secret).await
             {
-                tracing::warn!(caller = node_id, why, "refused a peer: cluster-secret handshake failed");
+                tracing::warn!(
+                    caller = node_id,
+                    why,
+                    "refused a peer: cluster-secret handshake failed"
+                );
                 return goodbye(&mut conn, &ctx, ErrorCode::Unauthenticated, why).await;
             }
             node_frames(&mut reader);
@@ -236,10 +257,7 @@ async fn challenge(
         Ok(Some(Ok(_))) => Err("the answer to the challenge must be a proof".into()),
         Ok(Some(Err(e))) => Err(e.to_string()),
         Ok(None) => Err("closed during the challenge".into()),
-        Err(_) => Err(format!(
-            "no proof within {:?}",
-            ctx.limits.hello_timeout
-        )),
+        Err(_) => Err(format!("no proof within {:?}", ctx.limits.hello_timeout)),
     }
 }
 
@@ -419,7 +437,11 @@ async fn handle_request(
     if let Err(e) = session.grant.check(&op) {
         tracing::debug!(id, token = session.grant.name, error = %e, "request denied");
         let _ = out
-            .send(error_response(id, ErrorCode::PermissionDenied, e.to_string()))
+            .send(error_response(
+                id,
+                ErrorCode::PermissionDenied,
+                e.to_string(),
+            ))
             .await;
         return;
     }

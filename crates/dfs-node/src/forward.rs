@@ -18,8 +18,8 @@ use dfs_auth::ClusterSecret;
 use dfs_client::RawConnection;
 use dfs_net::SharedTransport;
 use dfs_proto::{
-    Hello,
-    Chunk, ClientFrame, ErrorCode, Op, Reply, Request, Response, Role, ServerFrame, WireError,
+    Chunk, ClientFrame, ErrorCode, Hello, Op, Reply, Request, Response, Role, ServerFrame,
+    WireError,
 };
 use dfs_replication::BodyStream;
 use parking_lot::Mutex;

@@ -71,6 +71,8 @@ pub enum NodeError {
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod test;

@@ -46,6 +46,17 @@ impl LocalCluster {
         nodes: usize,
         replication_factor: usize,
     ) -> Result<LocalCluster, NodeError> {
+        Self::start_with(dir, nodes, replication_factor, |_| {}).await
+    }
+
+    /// [`start`](Self::start), with `configure` called on each node's configuration before
+    /// it starts (to give the nodes a secret, tokens or a TLS transport, say).
+    pub async fn start_with(
+        dir: &Path,
+        nodes: usize,
+        replication_factor: usize,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> Result<LocalCluster, NodeError> {
         if nodes == 0 {
             return Err(NodeError::Config(
                 "a cluster needs at least one node".into(),
@@ -72,6 +83,7 @@ impl LocalCluster {
             let configs = ids.clone().zip(&data_dirs).map(|(id, data_dir)| {
                 let mut config = NodeConfig::new(id, members.clone(), data_dir);
                 config.replication_factor = Some(replication_factor);
+                configure(&mut config);
                 config
             });
             let results = join_all(configs.map(Node::start)).await;
@@ -130,7 +142,7 @@ impl LocalCluster {
 
 /// `n` distinct ports free on `127.0.0.1` right now: all are held while probing, so none
 /// repeats, and released on return.
-fn free_ports(n: usize) -> Result<Vec<u16>, NodeError> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, NodeError> {
     let listen_error = |source| NodeError::Listen {
         addr: "127.0.0.1:0".into(),
         source,

@@ -13,6 +13,7 @@ use dfs_proto::{ErrorCode, ServerCodec, ServerFrame, WireError};
 use dfs_replication::{DataService, Engine, EngineConfig};
 use dfs_store::{Store, StoreConfig};
 use futures::SinkExt;
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -267,8 +268,10 @@ async fn accept_loop(
             Ok((slot, permit)) => {
                 let ctx2 = ctx.clone();
                 let shutdown = shutdown.clone();
+                // A TLS handshake, if any, runs on the connection's task, not here.
+                let secured = listener.secure(socket);
                 ctx.tracker.spawn(async move {
-                    serve_connection(socket, peer, ctx2, shutdown).await;
+                    serve_connection(secured, peer, ctx2, shutdown).await;
                     drop(permit);
                     drop(slot);
                 });
@@ -288,8 +291,9 @@ async fn accept_loop(
                 };
                 warnings.refused(peer, &message);
                 if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    let secured = listener.secure(socket);
                     tokio::spawn(async move {
-                        refuse(socket, message).await;
+                        refuse(secured, message).await;
                         drop(refusal);
                     });
                 }
@@ -395,10 +399,14 @@ impl RefusalWarnings {
 }
 
 /// Tells an over-limit client why it is closed, without waiting long for it.
-async fn refuse(socket: BoxStream, message: String) {
-    let mut framed = Framed::new(socket, ServerCodec::new());
-    let bye = ServerFrame::Goodbye(WireError::new(ErrorCode::Busy, message));
-    let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(bye)).await;
+async fn refuse(secured: BoxFuture<'static, std::io::Result<BoxStream>>, message: String) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let Ok(socket) = secured.await else { return };
+        let mut framed = Framed::new(socket, ServerCodec::new());
+        let bye = ServerFrame::Goodbye(WireError::new(ErrorCode::Busy, message));
+        let _ = framed.send(bye).await;
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -93,15 +93,15 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
         (any::<u64>(), arb_bytes(), any::<bool>())
             .prop_map(|(id, data, last)| ClientFrame::Chunk(Chunk { id, data, last })),
         any::<u64>().prop_map(|id| ClientFrame::Cancel { id }),
-        (any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(
-            |(cluster_id, node_id, nonce)| ClientFrame::Hello(
+        (any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(cluster_id, node_id, nonce)| {
+            ClientFrame::Hello(
                 Hello::new(Role::Peer {
                     cluster_id,
-                    node_id
+                    node_id,
                 })
-                .with_nonce(nonce)
+                .with_nonce(nonce),
             )
-        ),
+        }),
         proptest::option::of(".{0,40}")
             .prop_map(|token| ClientFrame::Hello(Hello::new(Role::Client).with_token(token))),
         (any::<u64>(), arb_bytes())
@@ -414,7 +414,7 @@ fn wrong_magic_still_decodes_so_the_node_can_refuse_it() {
     let hello = Hello {
         magic: 0xdead_beef,
         version: 99,
-        role: Role::Client,
+        ..Hello::new(Role::Client)
     };
     let mut buf = encode_client(ClientFrame::Hello(hello.clone()));
     assert_eq!(
