@@ -282,6 +282,9 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// The token `dev` made, and the file that keeps it.
+type DevToken = (String, PathBuf);
+
 /// The three nodes of `dfs-server dev`: ports `port`, `port + 1000`, `port + 2000`,
 /// secured like a real cluster with a secret and a read-write token `dev`, all kept in
 /// `data_dir` so a restart keeps them. Returns the token and the file that holds it too.
@@ -289,7 +292,7 @@ fn dev_configs(
     data_dir: &std::path::Path,
     port: u16,
     replication_factor: usize,
-) -> anyhow::Result<(Vec<NodeConfig>, Option<(String, PathBuf)>)> {
+) -> anyhow::Result<(Vec<NodeConfig>, Option<DevToken>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot make {}", data_dir.display()))?;
     let secret_path = data_dir.join("secret");
