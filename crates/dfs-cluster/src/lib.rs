@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod locks;
 mod map;
+mod nesting;
 mod network;
 mod peer;
 mod state;
@@ -44,6 +45,7 @@ pub use map::{
     ClusterMap, MapOptions, MapRole, MapStatus, PROPOSE_TIMEOUT, STANDING_WAIT, STARTUP_TIMEOUT,
     STORAGE_RELEASE_TIMEOUT,
 };
+pub use nesting::PAYLOAD_NESTING_MAX;
 pub use network::{
     DataCallError, PEER_BACKOFF, PEER_DIAL_TIMEOUT, PeerClient, PeerNetwork, TIMEOUTS_BEFORE_REDIAL,
 };
@@ -57,10 +59,9 @@ pub use state::{
     WriteResult,
 };
 pub use storage::{
-    LogStore, LogStoreReader, MapReader, StateMachineStore, StorageRelease, open_storage,
+    LogStore, LogStoreReader, MapReader, SnapshotBytes, StateMachineStore, StorageRelease,
+    open_storage,
 };
-
-use std::io::Cursor;
 
 openraft::declare_raft_types!(
     /// The openraft types of the cluster map: node ids are the `--id`s, a node is its address.
@@ -69,7 +70,7 @@ openraft::declare_raft_types!(
         R = MapResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotBytes,
 );
 
 /// The raft instance of the cluster map.

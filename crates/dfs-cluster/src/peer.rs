@@ -104,9 +104,10 @@ impl RaftRpc {
         postcard::to_stdvec(self)
     }
 
-    /// Decodes a request; any bytes may be given.
+    /// Decodes a request; any bytes may be given. A payload nested deeper than
+    /// [`PAYLOAD_NESTING_MAX`](crate::PAYLOAD_NESTING_MAX) is refused.
     pub fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(payload)
+        crate::nesting::from_bytes(payload)
     }
 
     /// The request's kind, for logs.
@@ -179,9 +180,10 @@ impl RaftReply {
         postcard::to_stdvec(self)
     }
 
-    /// Decodes an answer; any bytes may be given.
+    /// Decodes an answer; any bytes may be given. A payload nested deeper than
+    /// [`PAYLOAD_NESTING_MAX`](crate::PAYLOAD_NESTING_MAX) is refused.
     pub fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(payload)
+        crate::nesting::from_bytes(payload)
     }
 }
 
@@ -224,6 +226,12 @@ pub(crate) trait RaftService: Clone + Send + Sync + 'static {
     /// Whether the node takes part in consensus (see [`Admission`]); by default, yes.
     fn admitted(&self) -> bool {
         true
+    }
+
+    /// The local node's id, if known: a consensus message in its name did not come from a
+    /// peer (see [`dispatch_with`]).
+    fn local_id(&self) -> Option<u64> {
+        None
     }
 
     /// Answers a [`RaftRpc::Standing`]; by default, as a node whose map records nothing.
@@ -392,6 +400,10 @@ impl RaftService for PeerService {
         self.admission.is_open()
     }
 
+    fn local_id(&self) -> Option<u64> {
+        RaftService::local_id(&self.raft)
+    }
+
     fn standing(&self, node: u64) -> bool {
         self.map
             .as_ref()
@@ -427,6 +439,10 @@ impl RaftService for Raft {
         rpc: InstallSnapshotRequest<TypeConfig>,
     ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
         Raft::install_snapshot(self, rpc).await
+    }
+
+    fn local_id(&self) -> Option<u64> {
+        Some(self.metrics().borrow().id)
     }
 
     async fn propose(&self, command: MapCommand) -> Result<MapResponse, ProposeError> {
@@ -519,6 +535,15 @@ pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -
                 "this node lost its consensus storage and waits to be taken back ({} refused)",
                 rpc.kind()
             )),
+            // A leader or candidate never sends to itself: a message in this node's own
+            // name is forged or corrupt, and openraft, which trusts it, would act as the
+            // leader and a follower of the same term at once (a debug build panics).
+            Ok(rpc) if sender(&rpc).is_some_and(|s| service.local_id() == Some(s)) => {
+                RaftReply::Refused(format!(
+                    "{} in the name of the receiving node: refused",
+                    rpc.kind()
+                ))
+            }
             Ok(RaftRpc::AppendEntries(rpc)) => {
                 RaftReply::AppendEntries(service.append_entries(rpc).await)
             }
@@ -544,6 +569,17 @@ pub(crate) async fn dispatch_with<S: RaftService>(service: &S, payload: &[u8]) -
             }
         };
     encode_reply(&reply)
+}
+
+/// The node a consensus request speaks for: the leader or candidate its vote names.
+fn sender(rpc: &RaftRpc) -> Option<u64> {
+    let vote = match rpc {
+        RaftRpc::AppendEntries(r) => &r.vote,
+        RaftRpc::Vote(r) => &r.vote,
+        RaftRpc::InstallSnapshot(r) => &r.vote,
+        _ => return None,
+    };
+    vote.leader_id().voted_for()
 }
 
 /// Encodes an answer, replacing one that cannot be sent by a [`RaftReply::Refused`].

@@ -29,6 +29,8 @@ mod background;
 mod body;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod locking;
 mod primary;
 mod replica;

@@ -6,6 +6,7 @@
 //! restart are documented on [`open_storage`], the public entry point.
 
 mod log_store;
+mod snapshot_bytes;
 mod state_machine;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use log_store::{LogStore, LogStoreReader};
+pub use snapshot_bytes::SnapshotBytes;
 pub use state_machine::{MapReader, StateMachineStore};
 
 use crate::error::ClusterError;

@@ -7,7 +7,7 @@
 //! the byte format.
 
 use std::fs::File;
-use std::io::{Cursor, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ use openraft::{
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use super::{DirLock, StoreError, blocking};
+use super::{DirLock, SnapshotBytes, StoreError, blocking};
 use crate::{ClusterState, MapResponse, TypeConfig};
 
 /// The snapshot's file name in the storage directory.
@@ -403,7 +403,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotBytes::new(data)),
         })
     }
 }
@@ -447,10 +447,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotBytes>, StorageError<u64>> {
+        Ok(Box::new(SnapshotBytes::default()))
     }
 
     /// Checks the received data against `meta`, persists it as `snapshot` (atomically,
@@ -458,7 +456,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotBytes>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
         let data = decode_data(&bytes).map_err(|e| snapshot_error(Some(meta), e, false))?;
@@ -488,7 +486,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| snapshot_error(None, e, false))?;
         Ok(snapshot.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotBytes::new(data)),
         }))
     }
 }

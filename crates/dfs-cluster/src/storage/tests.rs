@@ -2,7 +2,6 @@
 //! state machine's agreement with `ClusterState::apply`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
@@ -14,7 +13,7 @@ use openraft::{
 use tempfile::TempDir;
 
 use super::state_machine::SNAPSHOT_FILE;
-use super::{LogStore, StateMachineStore, open_storage};
+use super::{LogStore, SnapshotBytes, StateMachineStore, open_storage};
 use crate::{ClusterError, ClusterState, MAX_PAYLOAD_ENTRIES, MapCommand, MapResponse, TypeConfig};
 
 /// Opens storage in a fresh temporary directory, kept alive by the returned guard.
@@ -175,7 +174,7 @@ async fn install_snapshot_replaces_the_state() {
             .await
             .expect("apply");
         let mut received = sm_b.begin_receiving_snapshot().await.expect("begin");
-        *received = Cursor::new(built.snapshot.clone().into_inner());
+        *received = SnapshotBytes::new(built.snapshot.clone().into_inner());
         sm_b.install_snapshot(&built.meta, received)
             .await
             .expect("install");
@@ -217,7 +216,7 @@ async fn install_snapshot_refuses_data_that_does_not_match_its_meta() {
         .expect("build a snapshot");
     let mut meta = built.meta.clone();
     meta.last_log_id = Some(log_id(9, 9, 99));
-    let garbage = Box::new(Cursor::new(vec![1, 2, 3]));
+    let garbage = Box::new(SnapshotBytes::new(vec![1, 2, 3]));
     assert!(sm.install_snapshot(&built.meta, garbage).await.is_err());
     assert!(sm.install_snapshot(&meta, built.snapshot).await.is_err());
     assert_eq!(
