@@ -14,9 +14,9 @@ use dfs_cluster::{
 };
 use dfs_placement::Placement;
 use dfs_proto::{
-    BadCopy, Body, Chunk, ClientFrame, ClusterStatus, Condition, ErrorCode, FileInfo, Hello,
-    ListEntry, LockGrant, LockMode, NodeRole, NodeStatus, Op, OpTag, PeerMessage, Reply, Request,
-    Response, Role, ScrubReport, ServerFrame, TableEntry, Welcome, WireError,
+    BadCopy, Body, Challenge, Chunk, ClientFrame, ClusterStatus, Condition, ErrorCode, FileInfo,
+    Hello, ListEntry, LockGrant, LockMode, NodeRole, NodeStatus, Op, OpTag, PeerMessage, Reply,
+    Request, Response, Role, ScrubReport, ServerFrame, TableEntry, Welcome, WireError,
 };
 use openraft::error::{Fatal, InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{
@@ -148,11 +148,16 @@ pub fn hellos() -> Vec<Named<Hello>> {
     vec![
         ("client".into(), Hello::new(Role::Client)),
         (
+            "client-token".into(),
+            Hello::new(Role::Client).with_token(Some(format!("admin.{}", "ab".repeat(32)))),
+        ),
+        (
             "peer".into(),
             Hello::new(Role::Peer {
                 cluster_id: 0xc1,
                 node_id: 2,
-            }),
+            })
+            .with_nonce([0x5a; 32]),
         ),
         (
             "forwarder".into(),
@@ -185,6 +190,7 @@ pub fn client_frames() -> Vec<Named<ClientFrame>> {
         }),
     ));
     out.push(("cancel".into(), ClientFrame::Cancel { id: 3 }));
+    out.push(("proof".into(), ClientFrame::Proof([0xa5; 32])));
     let vote = RaftRpc::Vote(VoteRequest::new(Vote::new(1, 2), Some(log_id(1, 2, 10))));
     out.push((
         "peer".into(),
@@ -204,6 +210,7 @@ pub fn client_frame_kind(frame: &ClientFrame) -> &'static str {
         ClientFrame::Chunk(_) => "chunk",
         ClientFrame::Cancel { .. } => "cancel",
         ClientFrame::Peer(_) => "peer",
+        ClientFrame::Proof(_) => "proof",
     }
 }
 
@@ -326,14 +333,23 @@ pub fn reply_kind(reply: &Reply) -> &'static str {
 /// Every frame a node sends: a welcome, a response of every kind and an error, a chunk, a
 /// stream error, a goodbye and a peer answer.
 pub fn server_frames() -> Vec<Named<ServerFrame>> {
-    let mut out: Vec<Named<ServerFrame>> = vec![(
-        "welcome".into(),
-        ServerFrame::Welcome(Welcome {
-            node_id: 1,
-            cluster_id: 0xc1,
-            version: dfs_proto::PROTOCOL_VERSION,
-        }),
-    )];
+    let mut out: Vec<Named<ServerFrame>> = vec![
+        (
+            "welcome".into(),
+            ServerFrame::Welcome(Welcome {
+                node_id: 1,
+                cluster_id: 0xc1,
+                version: dfs_proto::PROTOCOL_VERSION,
+            }),
+        ),
+        (
+            "challenge".into(),
+            ServerFrame::Challenge(Challenge {
+                nonce: [0x3c; 32],
+                proof: [0xc3; 32],
+            }),
+        ),
+    ];
     for (id, reply) in (1u64..).zip(replies()) {
         let name = format!("response-{}", reply_kind(&reply));
         out.push((
@@ -395,6 +411,7 @@ pub fn server_frame_kind(frame: &ServerFrame) -> &'static str {
         ServerFrame::StreamError { .. } => "stream-error",
         ServerFrame::Goodbye(_) => "goodbye",
         ServerFrame::Peer(_) => "peer",
+        ServerFrame::Challenge(_) => "challenge",
     }
 }
 
