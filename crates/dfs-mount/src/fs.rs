@@ -830,7 +830,8 @@ impl DfsFs {
         self.drop_block(&mut io);
         let ra = self.opts.read_ahead as u64;
         let sequential = offset == 0 || offset == io.last_end;
-        let want = if sequential && ra > size
+        let want = if sequential
+            && ra > size
             && self.block_total.load(Ordering::Relaxed) + self.opts.read_ahead
                 <= self.opts.read_ahead_total
         {
@@ -869,9 +870,10 @@ impl DfsFs {
                 buf.extend_from_slice(data);
                 true
             }
-            Some(Dirty::At { offset: at, data: buf })
-                if !append && offset >= *at && offset <= *at + buf.len() as u64 =>
-            {
+            Some(Dirty::At {
+                offset: at,
+                data: buf,
+            }) if !append && offset >= *at && offset <= *at + buf.len() as u64 => {
                 let from = (offset - *at) as usize;
                 let to = from + data.len();
                 if buf.len() < to {
@@ -1000,7 +1002,11 @@ impl Filesystem for DfsFs {
                     .get(&ino)
                     .is_some_and(|n| n.io.is_some() && n.kind == Kind::File);
                 if open {
-                    self.state.lock().nodes.entry(ino).and_modify(|n| n.nlookup += 1);
+                    self.state
+                        .lock()
+                        .nodes
+                        .entry(ino)
+                        .and_modify(|n| n.nlookup += 1);
                     return self.file_attr(ino, &path, false);
                 }
             }
@@ -1390,11 +1396,7 @@ impl Filesystem for DfsFs {
             let parent = if ino.0 == ROOT {
                 ROOT
             } else {
-                state
-                    .by_path
-                    .get(parent_of(&dir))
-                    .copied()
-                    .unwrap_or(ROOT)
+                state.by_path.get(parent_of(&dir)).copied().unwrap_or(ROOT)
             };
             let children: Vec<(String, Kind)> = state
                 .listings
@@ -1532,9 +1534,13 @@ impl Filesystem for DfsFs {
             Ok((attr, fh))
         })();
         match result {
-            Ok((attr, fh)) => {
-                reply.created(&self.ttl(), &attr, gen0(), FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((attr, fh)) => reply.created(
+                &self.ttl(),
+                &attr,
+                gen0(),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(e),
         }
     }
