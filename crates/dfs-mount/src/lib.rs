@@ -128,9 +128,17 @@ pub enum MountError {
         /// What is wrong with it.
         why: String,
     },
-    /// The kernel refused the mount, or the session failed.
-    #[error("FUSE: {0}")]
-    Fuse(#[from] std::io::Error),
+    /// The kernel refused the mount.
+    #[error("cannot mount on {path}: {source}")]
+    Fuse {
+        /// The directory asked for.
+        path: PathBuf,
+        /// What the kernel (or `/dev/fuse`) said.
+        source: std::io::Error,
+    },
+    /// Unmounting failed, or the session ended with an error.
+    #[error("unmount: {0}")]
+    Unmount(#[source] std::io::Error),
 }
 
 /// A live mount. Dropping it unmounts (as [`unmount`](Self::unmount) does, logging
@@ -161,7 +169,7 @@ impl Mount {
     fn end(&mut self) -> Result<(), MountError> {
         if let Some(session) = self.session.take() {
             tracing::debug!(dir = %self.dir.display(), "unmounting");
-            session.umount_and_join()?;
+            session.umount_and_join().map_err(MountError::Unmount)?;
         }
         Ok(())
     }
@@ -208,7 +216,10 @@ pub fn mount(
     ];
     config.n_threads = Some(options.threads.max(1));
     let fs = fs::DfsFs::new(client, runtime, options);
-    let session = fuser::spawn_mount(fs, dir, &config)?;
+    let session = fuser::spawn_mount(fs, dir, &config).map_err(|source| MountError::Fuse {
+        path: dir.to_owned(),
+        source,
+    })?;
     tracing::info!(dir = %dir.display(), "mounted");
     Ok(Mount {
         session: Some(session),
