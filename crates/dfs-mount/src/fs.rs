@@ -865,6 +865,7 @@ impl DfsFs {
         let io = self.io_of(ino)?;
         let mut io = io.lock();
         self.drop_block(&mut io);
+        let before = io.dirty.as_ref().map_or(0, Dirty::len);
         let fits = match &mut io.dirty {
             Some(Dirty::Append { data: buf }) if append => {
                 buf.extend_from_slice(data);
@@ -910,8 +911,11 @@ impl DfsFs {
                 }
             });
         }
-        let total = self.dirty_total.fetch_add(data.len(), Ordering::Relaxed) + data.len();
+        // What the buffer grew by (an overwrite inside it adds nothing); a flush above
+        // already took the old bytes off the total.
         let mine = io.dirty.as_ref().map_or(0, Dirty::len);
+        let grown = if fits { mine - before } else { mine };
+        let total = self.dirty_total.fetch_add(grown, Ordering::Relaxed) + grown;
         if mine >= self.opts.write_back.max(1) || total > self.opts.write_back_total {
             self.flush_io(ino, &mut io)?;
         }
