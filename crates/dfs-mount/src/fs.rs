@@ -38,6 +38,9 @@ const COPY_IN_MEMORY_MAX: u64 = 8 << 20;
 /// The pause between two attempts of a retried operation.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const BLOCK: u32 = 4096;
+/// The path of an inode whose file or directory was removed through the mount (a name
+/// never valid in the store): using it answers `ENOENT`.
+const GONE: &str = "\0gone";
 
 /// One entry of a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +280,9 @@ impl DfsFs {
     fn node_path(&self, ino: u64) -> Res<(String, Kind)> {
         let state = self.state.lock();
         let node = state.nodes.get(&ino).ok_or(Errno::ENOENT)?;
+        if node.path == GONE {
+            return Err(Errno::ENOENT);
+        }
         Ok((node.path.clone(), node.kind))
     }
 
@@ -1166,18 +1172,23 @@ impl Filesystem for DfsFs {
                 return Err(Errno::EISDIR);
             }
             let ino = self.state.lock().by_path.get(&path).copied();
-            if let Some(ino) = ino {
-                self.discard_io(ino);
-            }
             let deleted = self.retry("delete", || self.client.delete(&path));
+            if let Err(e) = deleted
+                && e != Errno::ENOENT
+            {
+                return Err(e);
+            }
             self.note_child(&path, None);
             if let Some(ino) = ino {
+                // Its unsent writes have nowhere to go.
+                self.discard_io(ino);
                 let mut state = self.state.lock();
                 if state.by_path.get(&path) == Some(&ino) {
                     state.by_path.remove(&path);
                 }
                 if let Some(n) = state.nodes.get_mut(&ino) {
                     n.meta = None;
+                    n.path = GONE.to_owned();
                 }
             }
             deleted?;
@@ -1216,7 +1227,7 @@ impl Filesystem for DfsFs {
             if let Some(ino) = state.by_path.remove(&path)
                 && let Some(n) = state.nodes.get_mut(&ino)
             {
-                n.path = String::from("\0removed");
+                n.path = GONE.to_owned();
             }
             drop(state);
             self.keep_dir(&dir);

@@ -338,3 +338,29 @@ fn write_back_off_and_cache_off_still_work() -> TestResult {
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
     Ok(())
 }
+
+#[test]
+fn write_back_errors_reach_the_program_and_drop_unmounts() -> TestResult {
+    let Some(mut fx) = Fixture::start(MountOptions::default())? else {
+        return Ok(());
+    };
+    // The write is buffered; the file disappears underneath; fsync reports the failure
+    // instead of swallowing it.
+    let mut f = fs::File::create(fx.path("doomed"))?;
+    f.write_all(b"never lands")?;
+    fx.rt.block_on(fx.client.delete("doomed"))?;
+    let e = f.sync_all().expect_err("the write-back fails");
+    assert_eq!(errno(&e), libc::ENOENT, "{e}");
+    drop(f);
+
+    // Dropping the mount unmounts it.
+    let dir = fx.mnt.path().to_string_lossy().into_owned();
+    let mounted = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(dir.as_str())))
+    };
+    assert!(mounted());
+    fx.mounts.clear();
+    assert!(!mounted());
+    Ok(())
+}
