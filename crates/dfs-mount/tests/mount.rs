@@ -391,13 +391,13 @@ fn random_operations_match_a_local_file() -> TestResult {
     };
     let local_dir = tempfile::tempdir()?;
     let local_path = local_dir.path().join("model");
-    let mut model = OpenOptions::new()
+    let model = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&local_path)?;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
