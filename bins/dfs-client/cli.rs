@@ -140,6 +140,8 @@ pub enum Command {
         /// The lease id `lock` printed.
         lease: u64,
     },
+    /// Mount the cluster's files on DIR (FUSE) and serve them until Ctrl-C or SIGTERM.
+    Mount(crate::mount::MountArgs),
 }
 
 /// `write NAME TEXT` or `write NAME --random N`.

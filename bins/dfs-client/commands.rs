@@ -160,6 +160,9 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
                 || format!("unlocked lease {lease}\n"),
             )
         }
+        Command::Mount(_) => {
+            bail!("mount runs from the command line (`dfs-client mount DIR`), not in the shell")
+        }
     }
 }
 

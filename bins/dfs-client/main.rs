@@ -18,6 +18,7 @@ mod cli;
 mod commands;
 #[path = "../shared/duration.rs"]
 mod duration;
+mod mount;
 mod output;
 mod progress;
 mod shell;
@@ -70,6 +71,7 @@ fn run(rt: &Runtime, cli: Cli) -> anyhow::Result<()> {
     let client = rt.block_on(Client::with_config(config))?;
     tracing::debug!(%servers, client_id = client.client_id(), "connected");
     match cli.command {
+        Some(cli::Command::Mount(args)) => mount::run(rt, client, &args),
         Some(command) => {
             let session = Session {
                 client,

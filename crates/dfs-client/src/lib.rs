@@ -30,6 +30,8 @@
 mod client;
 mod connection;
 mod error;
+// TEMPORARY (dfs-mount): write_at/truncate until the real operations land.
+mod interim;
 
 pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT, token_from_env};
 pub use connection::RawConnection;
