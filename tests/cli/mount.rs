@@ -62,6 +62,7 @@ impl Mounted {
             .arg("mount")
             .arg(&dir)
             .args(flags)
+            .args(extra_mount_flags())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -258,6 +259,20 @@ impl Drop for Mounted {
         }
         // Then the cluster's own drop stops the nodes.
     }
+}
+
+/// Further `mount` flags for every test from `DFS_MOUNT_ARGS` (split at spaces), to try
+/// the tests with other settings: `DFS_MOUNT_ARGS="--write-back 0 --attr-ttl 0s"`.
+fn extra_mount_flags() -> Vec<String> {
+    let flags: Vec<String> = std::env::var("DFS_MOUNT_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !flags.is_empty() {
+        eprintln!("mount flags from DFS_MOUNT_ARGS: {flags:?}");
+    }
+    flags
 }
 
 /// The cluster's name of `path` under the mount's `prefix` directory (`""`: the top).
