@@ -1171,3 +1171,14 @@ fn mount_fsx_and_cp_r_go_on_through_a_node_sigkill() {
     m.unmount();
     timed(test, start);
 }
+
+#[test]
+fn mount_tests_skip_only_for_a_program_not_in_path() {
+    assert!(installed("sh"));
+    assert!(!installed("no-such-program-for-dfs-tests"));
+    assert!(!missing("this check", &["sh"]));
+    assert!(missing(
+        "this check",
+        &["sh", "no-such-program-for-dfs-tests"]
+    ));
+}
