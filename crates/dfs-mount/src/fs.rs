@@ -38,6 +38,9 @@ const COPY_IN_MEMORY_MAX: u64 = 8 << 20;
 /// The pause between two attempts of a retried operation.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const BLOCK: u32 = 4096;
+/// The path of an inode whose file or directory was removed through the mount (a name
+/// never valid in the store): using it answers `ENOENT`.
+const GONE: &str = "\0gone";
 
 /// One entry of a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +280,9 @@ impl DfsFs {
     fn node_path(&self, ino: u64) -> Res<(String, Kind)> {
         let state = self.state.lock();
         let node = state.nodes.get(&ino).ok_or(Errno::ENOENT)?;
+        if node.path == GONE {
+            return Err(Errno::ENOENT);
+        }
         Ok((node.path.clone(), node.kind))
     }
 
@@ -865,6 +871,7 @@ impl DfsFs {
         let io = self.io_of(ino)?;
         let mut io = io.lock();
         self.drop_block(&mut io);
+        let before = io.dirty.as_ref().map_or(0, Dirty::len);
         let fits = match &mut io.dirty {
             Some(Dirty::Append { data: buf }) if append => {
                 buf.extend_from_slice(data);
@@ -910,8 +917,11 @@ impl DfsFs {
                 }
             });
         }
-        let total = self.dirty_total.fetch_add(data.len(), Ordering::Relaxed) + data.len();
+        // What the buffer grew by (an overwrite inside it adds nothing); a flush above
+        // already took the old bytes off the total.
         let mine = io.dirty.as_ref().map_or(0, Dirty::len);
+        let grown = if fits { mine - before } else { mine };
+        let total = self.dirty_total.fetch_add(grown, Ordering::Relaxed) + grown;
         if mine >= self.opts.write_back.max(1) || total > self.opts.write_back_total {
             self.flush_io(ino, &mut io)?;
         }
@@ -1162,18 +1172,23 @@ impl Filesystem for DfsFs {
                 return Err(Errno::EISDIR);
             }
             let ino = self.state.lock().by_path.get(&path).copied();
-            if let Some(ino) = ino {
-                self.discard_io(ino);
-            }
             let deleted = self.retry("delete", || self.client.delete(&path));
+            if let Err(e) = deleted
+                && e != Errno::ENOENT
+            {
+                return Err(e);
+            }
             self.note_child(&path, None);
             if let Some(ino) = ino {
+                // Its unsent writes have nowhere to go.
+                self.discard_io(ino);
                 let mut state = self.state.lock();
                 if state.by_path.get(&path) == Some(&ino) {
                     state.by_path.remove(&path);
                 }
                 if let Some(n) = state.nodes.get_mut(&ino) {
                     n.meta = None;
+                    n.path = GONE.to_owned();
                 }
             }
             deleted?;
@@ -1212,7 +1227,7 @@ impl Filesystem for DfsFs {
             if let Some(ino) = state.by_path.remove(&path)
                 && let Some(n) = state.nodes.get_mut(&ino)
             {
-                n.path = String::from("\0removed");
+                n.path = GONE.to_owned();
             }
             drop(state);
             self.keep_dir(&dir);

@@ -167,11 +167,20 @@ impl Mount {
     }
 
     fn end(&mut self) -> Result<(), MountError> {
-        if let Some(session) = self.session.take() {
-            tracing::debug!(dir = %self.dir.display(), "unmounting");
-            session.umount_and_join().map_err(MountError::Unmount)?;
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        tracing::debug!(dir = %self.dir.display(), "unmounting");
+        match session.umount_and_join() {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                // A program still uses the mount (an open file, a working directory):
+                // detach it from the tree now; the kernel ends the session when this
+                // process goes away.
+                tracing::warn!(dir = %self.dir.display(), "mount busy: detaching it lazily");
+                lazy_unmount(&self.dir).map_err(MountError::Unmount)
+            }
+            other => other.map_err(MountError::Unmount),
         }
-        Ok(())
     }
 }
 
@@ -181,6 +190,34 @@ impl Drop for Mount {
             tracing::warn!(dir = %self.dir.display(), error = %e, "unmount failed");
         }
     }
+}
+
+/// Detaches a busy mount (`umount -l`, else `fusermount3 -uz`, else `fusermount -uz`).
+fn lazy_unmount(dir: &Path) -> std::io::Result<()> {
+    let tries: [(&str, &[&str]); 3] = [
+        ("umount", &["-l"]),
+        ("fusermount3", &["-u", "-z"]),
+        ("fusermount", &["-u", "-z"]),
+    ];
+    let mut last = std::io::Error::other("no unmount program found");
+    for (program, args) in tries {
+        match std::process::Command::new(program)
+            .args(args)
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                last = std::io::Error::other(format!(
+                    "{program} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Mounts the cluster `client` talks to on `dir` (an existing directory) and serves it on

@@ -338,3 +338,107 @@ fn write_back_off_and_cache_off_still_work() -> TestResult {
     assert_eq!(e.kind(), ErrorKind::NotADirectory);
     Ok(())
 }
+
+#[test]
+fn write_back_errors_reach_the_program_and_drop_unmounts() -> TestResult {
+    let Some(mut fx) = Fixture::start(MountOptions::default())? else {
+        return Ok(());
+    };
+    // The write is buffered; the file disappears underneath; fsync reports the failure
+    // instead of swallowing it.
+    let mut f = fs::File::create(fx.path("doomed"))?;
+    f.write_all(b"never lands")?;
+    fx.rt.block_on(fx.client.delete("doomed"))?;
+    let e = f.sync_all().expect_err("the write-back fails");
+    assert_eq!(errno(&e), libc::ENOENT, "{e}");
+    drop(f);
+
+    // Dropping the mount unmounts it.
+    let dir = fx.mnt.path().to_string_lossy().into_owned();
+    let mounted = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(dir.as_str())))
+    };
+    assert!(mounted());
+    fx.mounts.clear();
+    assert!(!mounted());
+    Ok(())
+}
+
+/// A small deterministic generator (no dependency): xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+#[test]
+fn random_operations_match_a_local_file() -> TestResult {
+    // Small buffers, so coalescing, flushing when full and read-ahead all happen.
+    let options = MountOptions {
+        read_ahead: 16 << 10,
+        write_back: 8 << 10,
+        write_back_total: 12 << 10,
+        ..MountOptions::default()
+    };
+    let Some(fx) = Fixture::start(options)? else {
+        return Ok(());
+    };
+    let local_dir = tempfile::tempdir()?;
+    let local_path = local_dir.path().join("model");
+    let model = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&local_path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.path("fsx"))?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    const SIZE_MAX: u64 = 48 << 10;
+    for step in 0..300 {
+        let len = model.metadata()?.len();
+        match rng.below(10) {
+            0..=4 => {
+                let offset = rng.below(SIZE_MAX);
+                let n = 1 + rng.below(6000) as usize;
+                let byte = (step % 251) as u8 + 1;
+                let data: Vec<u8> = (0..n).map(|i| byte.wrapping_add(i as u8)).collect();
+                model.write_all_at(&data, offset)?;
+                file.write_all_at(&data, offset)?;
+            }
+            5..=7 => {
+                let offset = rng.below(len + 100);
+                let n = 1 + rng.below(20_000) as usize;
+                let (mut want, mut got) = (vec![0u8; n], vec![0u8; n]);
+                let a = model.read_at(&mut want, offset)?;
+                let b = file.read_at(&mut got, offset)?;
+                assert_eq!(a, b, "step {step}: read of {n} at {offset} (size {len})");
+                assert_eq!(want[..a], got[..b], "step {step}: read at {offset}");
+            }
+            8 => {
+                let size = rng.below(SIZE_MAX);
+                model.set_len(size)?;
+                file.set_len(size)?;
+            }
+            _ => {
+                assert_eq!(file.metadata()?.len(), len, "step {step}: stat size");
+                if rng.below(2) == 0 {
+                    file.sync_all()?;
+                }
+            }
+        }
+    }
+    drop(file);
+    assert_eq!(fx.read_plain("fsx")?, fs::read(&local_path)?);
+    Ok(())
+}
