@@ -489,13 +489,15 @@ impl DfsFs {
 
     /// A file's attributes: cached or fetched, with its unsent writes counted in.
     fn file_attr(&self, ino: u64, path: &str, refetch: bool) -> Res<FileAttr> {
-        let (cached, io) = {
+        // The file's buffers are locked before its cached size is read, and stay locked
+        // until the unsent writes are counted in: a write-back finishing in between would
+        // otherwise leave us with the size from before it and no unsent bytes to add.
+        let io = self.state.lock().nodes.get(&ino).and_then(|n| n.io.clone());
+        let io = io.as_ref().map(|io| io.lock());
+        let cached = {
             let state = self.state.lock();
             let node = state.nodes.get(&ino).ok_or(Errno::ENOENT)?;
-            (
-                node.meta.filter(|(_, at)| !refetch && self.fresh(*at)),
-                node.io.clone(),
-            )
+            node.meta.filter(|(_, at)| !refetch && self.fresh(*at))
         };
         let mut meta = match cached {
             Some((m, _)) => m,
@@ -510,7 +512,6 @@ impl DfsFs {
             }
         };
         if let Some(io) = io {
-            let io = io.lock();
             match &io.dirty {
                 Some(Dirty::At { offset, data }) => {
                     meta.size = meta.size.max(offset + data.len() as u64);
