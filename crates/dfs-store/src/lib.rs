@@ -127,6 +127,7 @@
 //! - `serde`, `thiserror`, `tracing`: derive the header encoding, the error type, and logs.
 //! - `tokio` (`sync`): the fair `RwLock` under the lock manager.
 
+mod crc;
 mod error;
 mod group;
 mod header;
@@ -135,7 +136,7 @@ mod store;
 
 pub use error::StoreError;
 pub use lock::{LockManager, ReadGuard, WriteGuard};
-pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig};
+pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig, WRITE_AT_MAX};
 
 /// Identifies a file in the store (assigned by the cluster map).
 pub type FileId = u64;
