@@ -65,7 +65,8 @@ async fn writes_at_offsets_and_truncations_leave_every_replica_identical() {
     let (cluster, c) = cluster(dir.path()).await;
     c.append("f", "hello world").await.expect("append");
     let mut model = b"hello world".to_vec();
-    let steps: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Change = Box<dyn Fn(&mut Vec<u8>)>;
+    let steps: Vec<(&str, Change)> = vec![
         ("middle", Box::new(|m| m[6..11].copy_from_slice(b"WORLD"))),
         (
             "across the end",

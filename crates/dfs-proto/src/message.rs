@@ -473,9 +473,7 @@ impl Op {
     /// The write body, for the operations that carry one.
     pub fn body(&self) -> Option<&Body> {
         match self {
-            Op::Append { body, .. } | Op::Put { body, .. } | Op::Write { body, .. } => {
-                Some(body)
-            }
+            Op::Append { body, .. } | Op::Put { body, .. } | Op::Write { body, .. } => Some(body),
             _ => None,
         }
     }

@@ -1427,7 +1427,11 @@ impl Txn {
                 if data.len().saturating_add(bytes.len()) > max {
                     return Err(StoreError::OutOfRange(format!(
                         "a {} carries at most {max} bytes",
-                        if max == 0 { "truncation" } else { "write at an offset" }
+                        if max == 0 {
+                            "truncation"
+                        } else {
+                            "write at an offset"
+                        }
                     )));
                 }
                 data.extend_from_slice(bytes);
