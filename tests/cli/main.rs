@@ -13,6 +13,7 @@ mod history;
 mod library;
 mod lock_faults;
 mod locks;
+mod offsets;
 mod security;
 mod shell;
 mod util;
