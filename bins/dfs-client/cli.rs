@@ -822,7 +822,7 @@ mod test {
         let help = ShellLine::command().render_help().to_string();
         for cmd in [
             "create", "write", "put", "read", "get", "delete", "ls", "stat", "table", "status",
-            "scrub", "lock", "renew", "unlock", "exit", "help",
+            "scrub", "lock", "renew", "unlock", "truncate", "exit", "help",
         ] {
             assert!(help.contains(cmd), "{cmd} missing from\n{help}");
         }

@@ -336,9 +336,11 @@ impl Store {
                 }
             };
             let status = match recover_file(&path, id, config.fsync) {
-                Ok((live, torn)) => {
-                    if torn {
-                        report.torn_appends_truncated += 1;
+                Ok((live, found)) => {
+                    match found {
+                        Found::Clean => {}
+                        Found::Torn => report.torn_appends_truncated += 1,
+                        Found::Finished => report.writes_finished += 1,
                     }
                     report.files += 1;
                     Status::Live(live)
@@ -365,6 +367,7 @@ impl Store {
             files = report.files,
             temp_files_removed = report.temp_files_removed,
             torn_appends_truncated = report.torn_appends_truncated,
+            writes_finished = report.writes_finished,
             damaged = report.damaged.len(),
             "store opened"
         );
@@ -952,9 +955,20 @@ fn commit_put(
     Ok(outcome)
 }
 
-/// Start-up recovery of one data file. `Ok((live, torn))` for a healthy file (`torn`: uncommitted
-/// bytes were cut off); `Err(reason)` for a damaged one.
-fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, bool), String> {
+/// What recovery found in a healthy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Nothing to do.
+    Clean,
+    /// Uncommitted bytes were cut off (a torn append, an unfinished write rolled back).
+    Torn,
+    /// A committed in-place write was finished.
+    Finished,
+}
+
+/// Start-up recovery of one data file. `Ok((live, found))` for a healthy file; `Err(reason)`
+/// for a damaged one.
+fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, Found), String> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -1034,10 +1048,14 @@ fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, bool), St
                 slot: clean,
                 seq: seq + 1,
             },
-            true,
+            Found::Finished,
         ));
     }
-    let torn = len > committed || rolled_back.is_some();
+    let torn = if len > committed || rolled_back.is_some() {
+        Found::Torn
+    } else {
+        Found::Clean
+    };
     if len > committed {
         warn!(
             id = %file_name(id),
