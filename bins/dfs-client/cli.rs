@@ -162,7 +162,6 @@ pub struct WriteArgs {
     /// The text to append; with --offset, the local FILE whose bytes to write (`-` or
     /// nothing: standard input).
     #[arg(
-        value_name = "TEXT|FILE",
         required_unless_present_any = ["random", "offset"],
         conflicts_with = "random"
     )]
