@@ -77,7 +77,7 @@ per_second() { python3 -c "import sys; n,s,e=map(float,sys.argv[1:]); print(f'{n
 
 log "building release binaries"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin dfs-server --bin dfs-client
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 command -v fio >/dev/null || { echo "fio is missing (apt-get install fio)" >&2; exit 1; }
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -67,7 +67,9 @@ pub enum Command {
         /// The file's name.
         name: String,
     },
-    /// Append TEXT to a file (creating it if missing), or N random letters with --random.
+    /// Append TEXT to a file (creating it if missing), or N random letters with --random;
+    /// with --offset N, write the bytes of a local FILE (or standard input) at byte N of an
+    /// existing file instead (overwriting, extending; a gap past the end becomes zeros).
     Write(WriteArgs),
     /// Replace a file's content with a local file, or with standard input.
     Put {
@@ -140,6 +142,16 @@ pub enum Command {
         /// The lease id `lock` printed.
         lease: u64,
     },
+    /// Set an existing file's size: cut the end off, or extend it with zeros.
+    Truncate {
+        /// The file's name.
+        name: String,
+        /// The new size in bytes.
+        size: u64,
+        /// Only if these hold.
+        #[command(flatten)]
+        cond: CondArgs,
+    },
     /// Mount the cluster's files on DIR (FUSE) and serve them until Ctrl-C or SIGTERM.
     Mount(crate::mount::MountArgs),
 }
@@ -149,12 +161,20 @@ pub enum Command {
 pub struct WriteArgs {
     /// The file's name.
     pub name: String,
-    /// The text to append.
-    #[arg(required_unless_present = "random", conflicts_with = "random")]
+    /// The text to append; with --offset, the local FILE whose bytes to write (`-` or
+    /// nothing: standard input).
+    #[arg(
+        required_unless_present_any = ["random", "offset"],
+        conflicts_with = "random"
+    )]
     pub text: Option<String>,
     /// Append N random lowercase letters instead, and print them (the seed's test mode).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=RANDOM_LETTERS_MAX))]
     pub random: Option<u64>,
+    /// Write at byte N of an existing file instead of appending (at most 4 MiB, applied
+    /// whole); the data comes from FILE or standard input.
+    #[arg(long, value_name = "N", conflicts_with = "random")]
+    pub offset: Option<u64>,
     /// Only if these hold.
     #[command(flatten)]
     pub cond: CondArgs,
@@ -353,8 +373,38 @@ mod test {
                 name: name("f"),
                 text: Some(name("hello world")),
                 random: None,
+                offset: None,
                 cond: CondArgs::default()
             })
+        );
+        assert_eq!(
+            op(&["write", "f", "--offset", "7", "local.bin"]),
+            Command::Write(WriteArgs {
+                name: name("f"),
+                text: Some(name("local.bin")),
+                random: None,
+                offset: Some(7),
+                cond: CondArgs::default()
+            })
+        );
+        assert!(matches!(
+            op(&["write", "f", "--offset", "7"]),
+            Command::Write(WriteArgs {
+                text: None,
+                offset: Some(7),
+                ..
+            })
+        ));
+        assert_eq!(
+            op(&["truncate", "f", "12", "--fence", "3"]),
+            Command::Truncate {
+                name: name("f"),
+                size: 12,
+                cond: CondArgs {
+                    fence: Some(3),
+                    if_version: None
+                }
+            }
         );
         assert_eq!(
             op(&["write", "f", "--random", "40"]),
@@ -362,6 +412,7 @@ mod test {
                 name: name("f"),
                 text: None,
                 random: Some(40),
+                offset: None,
                 cond: CondArgs::default()
             })
         );
@@ -371,6 +422,7 @@ mod test {
                 name: name("f"),
                 text: Some(name("--not-a-flag")),
                 random: None,
+                offset: None,
                 cond: CondArgs::default()
             })
         );
@@ -496,6 +548,7 @@ mod test {
                 name: name("f"),
                 text: Some(name("x")),
                 random: None,
+                offset: None,
                 cond: cond(Some(42), None),
             })
         );
@@ -630,6 +683,7 @@ mod test {
                     name: name("test_synchronization.txt"),
                     text: None,
                     random: Some(40),
+                    offset: None,
                     cond: CondArgs::default(),
                 }),
             ),
@@ -654,6 +708,7 @@ mod test {
                     name: name("file1"),
                     text: None,
                     random: Some(5),
+                    offset: None,
                     cond: CondArgs::default(),
                 }),
             ),
@@ -669,6 +724,7 @@ mod test {
                     name: name("my notes/a b.txt"),
                     text: Some(name("hello world")),
                     random: None,
+                    offset: None,
                     cond: CondArgs::default()
                 }),
                 false
@@ -724,6 +780,7 @@ mod test {
                 name: name("counter"),
                 text: Some(name("2")),
                 random: None,
+                offset: None,
                 cond: CondArgs {
                     fence: Some(12),
                     if_version: None
@@ -766,7 +823,7 @@ mod test {
         let help = ShellLine::command().render_help().to_string();
         for cmd in [
             "create", "write", "put", "read", "get", "delete", "ls", "stat", "table", "status",
-            "scrub", "lock", "renew", "unlock", "exit", "help",
+            "scrub", "lock", "renew", "unlock", "truncate", "exit", "help",
         ] {
             assert!(help.contains(cmd), "{cmd} missing from\n{help}");
         }

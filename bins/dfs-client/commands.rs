@@ -36,8 +36,35 @@ pub async fn execute(session: &Session, command: Command, json: bool) -> anyhow:
         Command::Write(WriteArgs {
             name,
             text,
+            offset: Some(offset),
+            cond,
+            ..
+        }) => {
+            let data = write_at_data(session, text.map(PathBuf::from)).await?;
+            let bytes = data.len() as u64;
+            let ack = client
+                .write_at_if(&name, offset, data, cond.condition())
+                .await?;
+            emit(
+                json,
+                || output::write_json(&name, &ack, None),
+                || output::write_text(&format!("wrote at {offset}:"), bytes, &name, &ack),
+            )
+        }
+        Command::Truncate { name, size, cond } => {
+            let ack = client.truncate_if(&name, size, cond.condition()).await?;
+            emit(
+                json,
+                || output::write_json(&name, &ack, None),
+                || output::truncated_text(&name, &ack),
+            )
+        }
+        Command::Write(WriteArgs {
+            name,
+            text,
             random,
             cond,
+            offset: None,
         }) => {
             let (data, letters) = match (text, random) {
                 (_, Some(n)) => {
@@ -223,6 +250,42 @@ pub fn random_letters(n: u64) -> String {
 }
 
 /// `put`: streams a local file or standard input as the new content, if `cond` holds.
+/// The bytes of `write --offset`: a local file's, or standard input's (one-shot only),
+/// at most [`dfs_client::WRITE_BYTES_MAX`] of them (read no further).
+async fn write_at_data(session: &Session, file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let max = dfs_client::WRITE_BYTES_MAX;
+    let mut data = Vec::new();
+    let limit = max as u64 + 1;
+    match file.filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            let f = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| anyhow!("cannot open {}: {e}", path.display()))?;
+            f.take(limit)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+        }
+        None if session.in_shell => {
+            bail!(
+                "write --offset reads standard input only as a one-shot command; give a FILE in the shell"
+            )
+        }
+        None => {
+            tokio::io::stdin()
+                .take(limit)
+                .read_to_end(&mut data)
+                .await
+                .context("cannot read standard input")?;
+        }
+    }
+    if data.len() > max {
+        bail!("write --offset writes at most {max} bytes at once; split larger writes");
+    }
+    Ok(data)
+}
+
 async fn put(
     session: &Session,
     name: &str,

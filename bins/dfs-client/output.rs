@@ -164,6 +164,21 @@ pub fn write_text(verb: &str, bytes: u64, name: &str, ack: &WriteAck) -> String 
     )
 }
 
+/// `truncate`, for people: `truncated NAME to 40 bytes (version 3)`.
+pub fn truncated_text(name: &str, ack: &WriteAck) -> String {
+    let dup = if ack.duplicate {
+        ", already applied"
+    } else {
+        ""
+    };
+    format!(
+        "truncated {name} to {} {} (version {}{dup})\n",
+        ack.size,
+        plural(ack.size, "byte"),
+        ack.version
+    )
+}
+
 /// `stat`, for people: one `key: value` line each.
 pub fn stat_text(info: &FileInfo) -> String {
     let rows = [

@@ -319,10 +319,12 @@ mod test {
             Parsed::Clap(e) => assert!(e.use_stderr()),
             other => panic!("{other:?}"),
         }
-        match parsed("frobnicate") {
+        // (Not a word near a command: clap would suggest it, as it does `truncate` for
+        // `frobnicate`.)
+        match parsed("xyzzy") {
             Parsed::Clap(e) => assert_eq!(
                 shell_error_text(&e),
-                "error: unrecognized subcommand 'frobnicate'\n(type help for the commands)"
+                "error: unrecognized subcommand 'xyzzy'\n(type help for the commands)"
             ),
             other => panic!("{other:?}"),
         }

@@ -15,6 +15,7 @@ mod library;
 mod lock_faults;
 mod locks;
 mod mount;
+mod offsets;
 mod security;
 mod shell;
 mod util;

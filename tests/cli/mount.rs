@@ -1055,8 +1055,9 @@ fn mount_fio_random_and_sequential_writes_verify() {
     }
     let start = Instant::now();
     let mut m = Mounted::start();
-    // Random 4 KiB writes over 2 MiB, not 8: with the mount's interim write_at (a read, a
-    // change and a whole put per flushed range) 8 MiB took three minutes.
+    // Random 4 KiB writes over 2 MiB (512 of them, each a replicated write at an offset:
+    // the mount sends a range when the next write is not contiguous), then sequential ones
+    // over 8 MiB.
     let lines = fio_verify(&m.dir, "2m", "8m").unwrap_or_else(|e| m.fail(&e));
     eprintln!("fio:\n  {}", lines.join("\n  "));
     m.unmount();

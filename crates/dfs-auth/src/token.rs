@@ -297,7 +297,8 @@ impl Grant {
     /// missing.
     ///
     /// - `read` allows reads, stat, list, the table, status, shared locks, and renewing or
-    ///   releasing a lease; `read-write` allows everything.
+    ///   releasing a lease; `read-write` allows everything (writes at an offset and
+    ///   truncations too).
     /// - A prefix limits every named operation to names starting with it, and a listing to
     ///   prefixes starting with it. The table (every file's placement) and scrub (a whole
     ///   cluster's) need a token without a prefix.
@@ -306,6 +307,8 @@ impl Grant {
             Op::Create { name, .. } => ("create", Right::ReadWrite, Some(name)),
             Op::Append { name, .. } => ("append", Right::ReadWrite, Some(name)),
             Op::Put { name, .. } => ("put", Right::ReadWrite, Some(name)),
+            Op::Write { name, .. } => ("write", Right::ReadWrite, Some(name)),
+            Op::Truncate { name, .. } => ("truncate", Right::ReadWrite, Some(name)),
             Op::Delete { name, .. } => ("delete", Right::ReadWrite, Some(name)),
             Op::Read { name, .. } => ("read", Right::Read, Some(name)),
             Op::Stat { name } => ("stat", Right::Read, Some(name)),
@@ -434,6 +437,46 @@ mod tests {
         );
         assert!(logs.check(&Op::Status).is_ok());
         assert!(Grant::everything().check(&Op::Scrub).is_ok());
+    }
+
+    #[test]
+    fn writes_at_an_offset_and_truncations_need_read_write_and_the_prefix() {
+        let write = |name: &str| Op::Write {
+            name: name.into(),
+            offset: 3,
+            body: dfs_proto::Body {
+                data: Default::default(),
+                more: false,
+            },
+            tag: None,
+            cond: Condition::default(),
+        };
+        let truncate = |name: &str| Op::Truncate {
+            name: name.into(),
+            size: 0,
+            tag: None,
+            cond: Condition::default(),
+        };
+        let reader = Grant {
+            name: "r".into(),
+            right: Right::Read,
+            prefix: None,
+        };
+        for op in [write("x"), truncate("x")] {
+            let err = reader.check(&op).expect_err("read only");
+            assert!(err.to_string().contains("needs `read-write`"), "{err}");
+        }
+        let logs = Grant {
+            name: "l".into(),
+            right: Right::ReadWrite,
+            prefix: Some("logs/".into()),
+        };
+        assert!(logs.check(&write("logs/a")).is_ok());
+        assert!(logs.check(&truncate("logs/a")).is_ok());
+        for op in [write("etc/passwd"), truncate("etc/passwd")] {
+            let err = logs.check(&op).expect_err("outside the prefix");
+            assert!(err.to_string().contains("\"logs/\""), "{err}");
+        }
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl std::fmt::Debug for Client {
 enum WriteKind {
     Append,
     Put,
+    At(u64),
 }
 
 impl WriteKind {
@@ -146,6 +147,13 @@ impl WriteKind {
             },
             WriteKind::Put => Op::Put {
                 name,
+                body,
+                tag,
+                cond,
+            },
+            WriteKind::At(offset) => Op::Write {
+                name,
+                offset: *offset,
                 body,
                 tag,
                 cond,
@@ -243,6 +251,76 @@ impl Client {
     ) -> Result<WriteAck, ClientError> {
         self.write_bytes(WriteKind::Put, name, data.into(), cond)
             .await
+    }
+
+    /// Writes `data` at `offset` of an existing file ([`ClientError::NotFound`] if
+    /// missing): bytes below the file's size are overwritten, the rest extends it, and a
+    /// write past the end fills the gap with zeros. At most
+    /// [`WRITE_BYTES_MAX`](dfs_proto::WRITE_BYTES_MAX) bytes ([`ClientError::TooLarge`]
+    /// otherwise, before anything is sent). Applied whole and exactly once on every
+    /// replica, even when the request is retried on another node; version + 1.
+    pub async fn write_at(
+        &self,
+        name: &str,
+        offset: u64,
+        data: impl Into<Bytes>,
+    ) -> Result<WriteAck, ClientError> {
+        self.write_at_if(name, offset, data, Condition::NONE).await
+    }
+
+    /// [`write_at`](Self::write_at) only if `cond` holds (see
+    /// [`append_if`](Self::append_if)).
+    pub async fn write_at_if(
+        &self,
+        name: &str,
+        offset: u64,
+        data: impl Into<Bytes>,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError> {
+        let data = data.into();
+        if data.len() > dfs_proto::WRITE_BYTES_MAX {
+            return Err(ClientError::TooLarge(format!(
+                "a write at an offset carries at most {} bytes, not {}",
+                dfs_proto::WRITE_BYTES_MAX,
+                data.len()
+            )));
+        }
+        if offset.checked_add(data.len() as u64).is_none() {
+            return Err(ClientError::TooLarge(format!(
+                "a write of {} bytes at {offset} ends past 2^64",
+                data.len()
+            )));
+        }
+        self.write_bytes(WriteKind::At(offset), name, data, cond)
+            .await
+    }
+
+    /// Sets the size of an existing file ([`ClientError::NotFound`] if missing): cuts the
+    /// end off, or extends it with zeros. Applied whole and exactly once on every replica;
+    /// version + 1 (also when the size does not change).
+    pub async fn truncate(&self, name: &str, size: u64) -> Result<WriteAck, ClientError> {
+        self.truncate_if(name, size, Condition::NONE).await
+    }
+
+    /// [`truncate`](Self::truncate) only if `cond` holds (see
+    /// [`append_if`](Self::append_if)).
+    pub async fn truncate_if(
+        &self,
+        name: &str,
+        size: u64,
+        cond: Condition,
+    ) -> Result<WriteAck, ClientError> {
+        Name::parse(name)?;
+        let op = Op::Truncate {
+            name: name.to_owned(),
+            size,
+            tag: Some(self.next_tag()),
+            cond,
+        };
+        match self.call(op).await? {
+            Reply::Written(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Replaces the content with everything `reader` yields, streamed in chunks, so a file

@@ -53,6 +53,11 @@ pub enum ClientError {
     /// `renew` or `unlock` of a lease that had run out (or was released).
     #[error("{0}")]
     LeaseExpired(String),
+    /// A request larger than the protocol allows (a `write_at` of more than
+    /// [`WRITE_BYTES_MAX`](dfs_proto::WRITE_BYTES_MAX) bytes, or an offset past 2^64):
+    /// nothing was sent or changed.
+    #[error("{0}")]
+    TooLarge(String),
     /// The client was given no usable server address.
     #[error("bad configuration: {0}")]
     Config(String),
@@ -74,6 +79,7 @@ impl ClientError {
             ClientError::Fenced(_) => ErrorCode::Fenced,
             ClientError::VersionMismatch(_) => ErrorCode::VersionMismatch,
             ClientError::LeaseExpired(_) => ErrorCode::LeaseExpired,
+            ClientError::TooLarge(_) => ErrorCode::TooLarge,
         }
     }
 

@@ -25,20 +25,26 @@
 //! # Memory
 //! Bodies travel in chunks of at most [`CHUNK_BYTES_MAX`](dfs_proto::CHUNK_BYTES_MAX);
 //! [`Client::put_stream`] and [`Client::read_to`] hold only a few chunks at a time, so a
-//! file of any size moves through bounded memory.
+//! file of any size moves through bounded memory. A write at an offset
+//! ([`Client::write_at`]) is applied whole, so it is bounded instead: at most
+//! [`WRITE_BYTES_MAX`] bytes (4 MiB) per call.
+//!
+//! # Writes at an offset and truncation
+//! [`Client::write_at`] overwrites (and extends) an existing file at an offset and
+//! [`Client::truncate`] sets its size; both are atomic on every replica, exactly-once
+//! under retries, take the same [`Condition`]s as `append` (`write_at_if`,
+//! `truncate_if`), and answer [`ClientError::NotFound`] for a missing file.
 
 mod client;
 mod connection;
 mod error;
-// TEMPORARY (dfs-mount): write_at/truncate until the real operations land.
-mod interim;
 
 pub use client::{Client, ClientConfig, ReadStream, SCRUB_TIMEOUT, token_from_env};
 pub use connection::RawConnection;
 pub use dfs_net::{SharedTransport, Tcp, Transport};
 pub use dfs_proto::{
     BadCopy, ClusterStatus, Condition, FileInfo, ListEntry, LockGrant, LockMode, NodeRole,
-    NodeStatus, ScrubReport, TableEntry, WriteAck,
+    NodeStatus, ScrubReport, TableEntry, WRITE_BYTES_MAX, WriteAck,
 };
 pub use error::ClientError;
 

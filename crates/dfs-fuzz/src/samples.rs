@@ -117,6 +117,26 @@ pub fn ops() -> Vec<Op> {
             lease: 3,
             tag: None,
         },
+        Op::Write {
+            name: "docs/a.txt".into(),
+            offset: 2,
+            body: body(b"LLO", false),
+            tag: Some(TAG),
+            cond,
+        },
+        Op::Write {
+            name: "logs/big".into(),
+            offset: 1 << 40,
+            body: body(b"first chunk; more follow", true),
+            tag: None,
+            cond: Condition::NONE,
+        },
+        Op::Truncate {
+            name: "docs/a.txt".into(),
+            size: 3,
+            tag: Some(TAG),
+            cond: Condition::fenced(9),
+        },
     ]
 }
 
@@ -136,6 +156,8 @@ pub fn op_kind(op: &Op) -> &'static str {
         Op::Lock { .. } => "lock",
         Op::Renew { .. } => "renew",
         Op::Unlock { .. } => "unlock",
+        Op::Write { .. } => "write",
+        Op::Truncate { .. } => "truncate",
     }
 }
 

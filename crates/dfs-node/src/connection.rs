@@ -452,6 +452,8 @@ async fn handle_request(
         | Op::Put { name, .. }
         | Op::Read { name, .. }
         | Op::Delete { name, .. }
+        | Op::Write { name, .. }
+        | Op::Truncate { name, .. }
         | Op::Stat { name } => Some(name),
         _ => None,
     };
@@ -484,6 +486,25 @@ async fn handle_request(
             name, tag, cond, ..
         } => engine
             .write(WriteMode::Put, &name, body(), tag, cond)
+            .await
+            .map(Reply::Written),
+        Op::Write {
+            name,
+            offset,
+            tag,
+            cond,
+            ..
+        } => engine
+            .write(WriteMode::At { offset }, &name, body(), tag, cond)
+            .await
+            .map(Reply::Written),
+        Op::Truncate {
+            name,
+            size,
+            tag,
+            cond,
+        } => engine
+            .write(WriteMode::Truncate { size }, &name, body(), tag, cond)
             .await
             .map(Reply::Written),
         Op::Read { name, offset, len } => {

@@ -75,4 +75,6 @@ mod auth_tests;
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
+mod offsets_tests;
+#[cfg(test)]
 mod test;

@@ -57,8 +57,15 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"DFS1");
 /// gained `replication_factor`, `ClusterStatus` `under_replicated` and
 /// `rereplicate_after_ms`, `NodeStatus` `down_for_ms`. 3: `Append`, `Put` and `Delete`
 /// gained a [`Condition`]. 4: [`Hello`] gained `nonce` and `token` (the peer handshake
-/// and clients' access tokens).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// and clients' access tokens). 5: [`Op::Write`] (at an offset) and [`Op::Truncate`]
+/// (appended variants, but a node of version 4 would refuse them as undecodable frames
+/// and close the connection).
+pub const PROTOCOL_VERSION: u16 = 5;
+
+/// Most bytes one [`Op::Write`] may carry (4 MiB, sixteen chunks): the file's primary and
+/// every replica hold the whole write in memory until it is applied, so that it lands
+/// whole or not at all.
+pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Longest access token a hello may carry, in bytes.
 pub const TOKEN_BYTES_MAX: usize = 512;

@@ -318,6 +318,35 @@ pub enum Op {
         /// Retry identity.
         tag: Option<OpTag>,
     },
+    /// Writes the body at `offset` of an existing file ([`Reply::Written`];
+    /// [`ErrorCode::NotFound`](crate::ErrorCode::NotFound) if missing): bytes below the
+    /// size are overwritten, the rest extends the file, and a write that starts past the
+    /// end fills the gap with zeros. At most [`WRITE_BYTES_MAX`](crate::WRITE_BYTES_MAX)
+    /// bytes. Applied whole or not at all.
+    Write {
+        /// The file.
+        name: String,
+        /// Where the bytes go.
+        offset: u64,
+        /// The bytes.
+        body: Body,
+        /// Retry identity.
+        tag: Option<OpTag>,
+        /// Applied only if this holds (fencing token, expected version).
+        cond: Condition,
+    },
+    /// Sets the size of an existing file ([`Reply::Written`]): cuts the end off, or
+    /// extends the file with zeros. Applied whole or not at all.
+    Truncate {
+        /// The file.
+        name: String,
+        /// The new size.
+        size: u64,
+        /// Retry identity.
+        tag: Option<OpTag>,
+        /// Applied only if this holds (fencing token, expected version).
+        cond: Condition,
+    },
 }
 
 /// What a write or delete requires to be applied. The file's primary checks it under the
@@ -429,7 +458,9 @@ impl Op {
             | Op::Read { name, .. }
             | Op::Delete { name, .. }
             | Op::Stat { name }
-            | Op::Lock { name, .. } => Some(name),
+            | Op::Lock { name, .. }
+            | Op::Write { name, .. }
+            | Op::Truncate { name, .. } => Some(name),
             Op::List { .. }
             | Op::Table { .. }
             | Op::Status
@@ -442,7 +473,7 @@ impl Op {
     /// The write body, for the operations that carry one.
     pub fn body(&self) -> Option<&Body> {
         match self {
-            Op::Append { body, .. } | Op::Put { body, .. } => Some(body),
+            Op::Append { body, .. } | Op::Put { body, .. } | Op::Write { body, .. } => Some(body),
             _ => None,
         }
     }
@@ -462,7 +493,7 @@ pub struct Response {
 pub enum Reply {
     /// `create` done.
     Created(FileInfo),
-    /// `append` or `put` done, durable on every replica.
+    /// `append`, `put`, `write` or `truncate` done, durable on every replica.
     Written(WriteAck),
     /// A read's bytes follow as exactly `len` bytes of [`Chunk`]s, the final one `last`.
     ReadStart {

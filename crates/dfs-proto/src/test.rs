@@ -73,6 +73,29 @@ fn arb_op() -> impl Strategy<Value = Op> {
         ),
         (any::<u64>(), arb_tag()).prop_map(|(lease, tag)| Op::Renew { lease, tag }),
         (any::<u64>(), arb_tag()).prop_map(|(lease, tag)| Op::Unlock { lease, tag }),
+        (
+            name,
+            any::<u64>(),
+            arb_bytes(),
+            any::<bool>(),
+            arb_tag(),
+            arb_cond()
+        )
+            .prop_map(|(name, offset, data, more, tag, cond)| Op::Write {
+                name,
+                offset,
+                body: Body { data, more },
+                tag,
+                cond,
+            }),
+        (name, any::<u64>(), arb_tag(), arb_cond()).prop_map(|(name, size, tag, cond)| {
+            Op::Truncate {
+                name,
+                size,
+                tag,
+                cond,
+            }
+        }),
         (name, proptest::option::of(name), any::<u32>()).prop_map(
             |(prefix, start_after, limit)| Op::List {
                 prefix,

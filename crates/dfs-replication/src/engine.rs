@@ -129,6 +129,25 @@ pub enum WriteMode {
     Append,
     /// Replace the content with the body.
     Put,
+    /// Write the body at `offset` of an existing file (at most
+    /// [`WRITE_BYTES_MAX`](dfs_proto::WRITE_BYTES_MAX) bytes, held in memory until applied).
+    At {
+        /// Where the bytes go.
+        offset: u64,
+    },
+    /// Set the size of an existing file (the body must be empty).
+    Truncate {
+        /// The new size.
+        size: u64,
+    },
+}
+
+impl WriteMode {
+    /// Whether a write in this mode creates a missing file (append and put do; a write at
+    /// an offset and a truncation answer `NotFound`).
+    pub fn creates(self) -> bool {
+        matches!(self, WriteMode::Append | WriteMode::Put)
+    }
 }
 
 /// A read in progress: a consistent snapshot of the file and the range to send.
@@ -572,8 +591,9 @@ impl Engine {
             .map_err(|e| EngineError::Unavailable(e.to_string()))
     }
 
-    /// Appends to or replaces a file (creating it if missing), on every replica before it
-    /// returns. On a node that is not the file's primary this fails with
+    /// Appends to or replaces a file (creating it if missing), writes at an offset or
+    /// truncates it ([`WriteMode::At`], [`WriteMode::Truncate`]: `NotFound` if missing), on
+    /// every replica before it returns. On a node that is not the file's primary this fails with
     /// [`EngineError::Redirect`] before taking any of the body.
     ///
     /// The write is applied only if `cond` holds (see [`Condition`]), checked after a
@@ -603,7 +623,8 @@ impl Engine {
         let (placement, created) = match self.map.lookup(&name) {
             Some(p) => (p, false),
             // Deleted while this write waited for the lock: a write creates a missing file.
-            None => self.create_locked(&name, true, None).await?,
+            None if mode.creates() => self.create_locked(&name, true, None).await?,
+            None => return Err(EngineError::NotFound(name)),
         };
         // The create may have waited long for its commit: another attempt of this write,
         // applied meanwhile to a file since deleted, shows in the map that applied it.
@@ -675,6 +696,10 @@ impl Engine {
                 tracing::debug!(name, ?key, "duplicate write answered from the dedup table");
                 return Ok(ack(saved, true));
             }
+        }
+        if !mode.creates() && self.is_unwritten(id) && self.local_version(id).await? == 0 {
+            // Created by a write that has not written it: not there for users.
+            return Err(EngineError::NotFound(name.to_owned()));
         }
         if !cond.is_none() {
             let version = if created {
@@ -1345,6 +1370,24 @@ impl Engine {
 pub(crate) enum Txn {
     Append(dfs_store::AppendTxn),
     Put(dfs_store::PutTxn),
+    /// A write at an offset or a truncation: the body gathered in memory (bounded by
+    /// [`dfs_proto::WRITE_BYTES_MAX`]) and applied by one store call at commit, so that
+    /// it lands whole or not at all.
+    Buffered {
+        store: Store,
+        id: FileId,
+        change: Change,
+        data: Vec<u8>,
+    },
+}
+
+/// What a buffered transaction does at commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    /// Writes the bytes at this offset.
+    At(u64),
+    /// Sets the size (no bytes).
+    Truncate(u64),
 }
 
 impl Txn {
@@ -1357,13 +1400,43 @@ impl Txn {
         match mode {
             WriteMode::Put if store.meta(id)?.size > 0 => store.begin_put(id).map(Txn::Put),
             WriteMode::Put | WriteMode::Append => store.begin_append(id).map(Txn::Append),
+            WriteMode::At { offset } => Txn::buffered(store, id, Change::At(offset)),
+            WriteMode::Truncate { size } => Txn::buffered(store, id, Change::Truncate(size)),
         }
     }
 
-    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    fn buffered(store: &Store, id: FileId, change: Change) -> Result<Txn, StoreError> {
+        store.meta(id)?;
+        Ok(Txn::Buffered {
+            store: store.clone(),
+            id,
+            change,
+            data: Vec::new(),
+        })
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
-            Txn::Append(t) => t.write(data),
-            Txn::Put(t) => t.write(data),
+            Txn::Append(t) => t.write(bytes),
+            Txn::Put(t) => t.write(bytes),
+            Txn::Buffered { change, data, .. } => {
+                let max = match change {
+                    Change::Truncate(_) => 0,
+                    Change::At(_) => dfs_proto::WRITE_BYTES_MAX,
+                };
+                if data.len().saturating_add(bytes.len()) > max {
+                    return Err(StoreError::OutOfRange(format!(
+                        "a {} carries at most {max} bytes",
+                        if max == 0 {
+                            "truncation"
+                        } else {
+                            "write at an offset"
+                        }
+                    )));
+                }
+                data.extend_from_slice(bytes);
+                Ok(())
+            }
         }
     }
 
@@ -1371,6 +1444,15 @@ impl Txn {
         match self {
             Txn::Append(t) => t.commit(key),
             Txn::Put(t) => t.commit(key),
+            Txn::Buffered {
+                store,
+                id,
+                change,
+                data,
+            } => match change {
+                Change::Truncate(size) => store.truncate(id, size, key),
+                Change::At(offset) => store.write_at(id, offset, &data, key),
+            },
         }
     }
 }

@@ -96,6 +96,32 @@ fn requests() -> Vec<DataRpc> {
             last: true,
         },
         DataRpc::Begin {
+            transfer: 9,
+            name: "docs/a.txt".into(),
+            file_id: 0xf00d,
+            epoch: 3,
+            kind: TransferKind::Write {
+                mode: WriteMode::At { offset: 6 },
+                base_version: 3,
+                key: Some(key),
+            },
+            data: Bytes::from_static(b"WORLD"),
+            last: false,
+        },
+        DataRpc::Begin {
+            transfer: 10,
+            name: "docs/a.txt".into(),
+            file_id: 0xf00d,
+            epoch: 3,
+            kind: TransferKind::Write {
+                mode: WriteMode::Truncate { size: 5 },
+                base_version: 4,
+                key: None,
+            },
+            data: Bytes::new(),
+            last: true,
+        },
+        DataRpc::Begin {
             transfer: 8,
             name: "docs/b.bin".into(),
             file_id: 0xf00e,
@@ -167,9 +193,13 @@ fn request_kind(rpc: &DataRpc) -> &'static str {
     match rpc {
         DataRpc::Lease { .. } => "lease",
         DataRpc::Begin {
-            kind: TransferKind::Write { .. },
+            kind: TransferKind::Write { mode, .. },
             ..
-        } => "begin-write",
+        } => match mode {
+            WriteMode::Append | WriteMode::Put => "begin-write",
+            WriteMode::At { .. } => "begin-write-at",
+            WriteMode::Truncate { .. } => "begin-truncate",
+        },
         DataRpc::Begin {
             kind: TransferKind::Install { .. },
             ..
@@ -207,6 +237,8 @@ mod tests {
     const REQUEST_KINDS: &[&str] = &[
         "lease",
         "begin-write",
+        "begin-write-at",
+        "begin-truncate",
         "begin-install",
         "chunk",
         "abort",

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// A file name longer than [`NAME_MAX`] bytes; carries the offending length.
     #[error("file name is {0} bytes long; at most {NAME_MAX} bytes are allowed")]
     NameTooLong(usize),
+    /// An offset or size past what a file can hold (`offset + len` overflows).
+    #[error("{0}")]
+    OutOfRange(String),
     /// An operating-system I/O error (a full disk says so first: `disk full: ...`).
     #[error("{}{context}: {source}", no_space_prefix(.source))]
     Io {

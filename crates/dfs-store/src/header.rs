@@ -20,6 +20,23 @@
 //! Format version 1 (still read) has no tail fields: its payload length is at 20 and the
 //! payload at 24.
 //!
+//! Format version 3 is written only by an in-place write (`Store::write_at` over existing
+//! bytes) and carries a **redo** record instead of a tail: the new bytes, staged past the
+//! committed end, and where they go. Its layout is format 2's up to byte 40, then:
+//!
+//! ```text
+//!     20     8  staged offset (u64): where the staged bytes begin in the content (= the size)
+//!     28     8  staged length (u64), more than 0
+//!     36     4  CRC-32C (u32) of the staged bytes
+//!     40     8  destination (u64): content offset the staged bytes are copied to
+//!     48     4  payload length N (u32), N <= 4040
+//!     52     N  payload, as in format 2
+//! ```
+//!
+//! Recovery believes a format 3 slot only if the staged bytes are there with their
+//! checksum (as a tail); it then copies them to their destination again (the copy is
+//! idempotent), syncs, and commits the same header without the redo into the other slot.
+//!
 //! Slot A is at file offset 0, slot B at 4096, and the content starts at 8192.
 //!
 //! The **tail** lets a small append commit with one sync instead of two: the appended
@@ -42,11 +59,14 @@ pub(crate) const MAGIC: [u8; 8] = *b"DFSFILE\0";
 pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Bytes before the payload: magic, format version, sequence, tail, payload length.
 const FIXED_LEN: usize = 8 + 4 + 8 + 20 + 4;
+/// Bytes before the payload in format version 3 (a redo record).
+const FIXED_LEN_V3: usize = FIXED_LEN + 8;
 /// Bytes before the payload in format version 1 (no tail).
 const FIXED_LEN_V1: usize = 8 + 4 + 8 + 4;
 /// Offset of the slot CRC.
 const CRC_AT: usize = SLOT_SIZE - 4;
-/// Largest payload that fits in a slot.
+/// Largest payload that fits in a format 2 slot.
+#[cfg(test)]
 pub(crate) const PAYLOAD_MAX: usize = CRC_AT - FIXED_LEN;
 
 /// The bytes of the append a slot commits, when they were not synced before it (see the
@@ -61,12 +81,29 @@ pub(crate) struct Tail {
     pub(crate) crc: u32,
 }
 
+/// An in-place write a format 3 slot commits: `len` bytes staged at content offset
+/// `staged` (the committed size), to be copied to content offset `to` (see the module
+/// docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Redo {
+    /// Content offset of the staged bytes (the committed size, so they are past it).
+    pub(crate) staged: u64,
+    /// Bytes staged (more than 0).
+    pub(crate) len: u64,
+    /// CRC-32C of the staged bytes.
+    pub(crate) crc: u32,
+    /// Content offset they are copied to; `to + len <= size`.
+    pub(crate) to: u64,
+}
+
 /// One decoded slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Slot {
     pub(crate) seq: u64,
     pub(crate) header: Header,
     pub(crate) tail: Option<Tail>,
+    /// The in-place write a format 3 slot commits (then `tail` is `None`).
+    pub(crate) redo: Option<Redo>,
 }
 
 /// One remembered write: the key it carried and what it produced.
@@ -123,24 +160,58 @@ impl Header {
 /// [`NAME_MAX`](crate::NAME_MAX) bytes and at most [`DEDUP_ENTRIES_MAX`] dedup entries (the worst
 /// case is about 4020 bytes; a unit test checks it), so it is an invariant, not an input error.
 pub(crate) fn encode_slot(seq: u64, header: &Header, tail: Option<Tail>) -> Vec<u8> {
+    let tail = tail.filter(|t| t.len > 0);
+    let fields = tail.map_or((0, 0, 0), |t| (t.offset, t.len, t.crc));
+    encode(FORMAT_VERSION, seq, header, fields, None)
+}
+
+/// Encodes `header` into one format 3 slot that commits the in-place write `redo`.
+///
+/// # Panics
+/// As [`encode_slot`] (the worst case fits format 3 too; a unit test checks it).
+pub(crate) fn encode_redo_slot(seq: u64, header: &Header, redo: Redo) -> Vec<u8> {
+    encode(
+        3,
+        seq,
+        header,
+        (redo.staged, redo.len, redo.crc),
+        Some(redo.to),
+    )
+}
+
+fn encode(
+    format: u32,
+    seq: u64,
+    header: &Header,
+    (offset, len, crc): (u64, u64, u32),
+    to: Option<u64>,
+) -> Vec<u8> {
+    let fixed = if to.is_some() {
+        FIXED_LEN_V3
+    } else {
+        FIXED_LEN
+    };
     let payload = postcard::to_stdvec(header)
         .expect("postcard encoding of plain structs into a Vec cannot fail");
     assert!(
-        payload.len() <= PAYLOAD_MAX,
-        "header payload of {} bytes exceeds the slot capacity of {PAYLOAD_MAX} bytes",
-        payload.len()
+        payload.len() <= CRC_AT - fixed,
+        "header payload of {} bytes exceeds the slot capacity of {} bytes",
+        payload.len(),
+        CRC_AT - fixed
     );
     let mut slot = vec![0u8; SLOT_SIZE];
     slot[0..8].copy_from_slice(&MAGIC);
-    slot[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    slot[8..12].copy_from_slice(&format.to_le_bytes());
     slot[12..20].copy_from_slice(&seq.to_le_bytes());
-    let tail = tail.filter(|t| t.len > 0);
-    slot[20..28].copy_from_slice(&tail.map_or(0, |t| t.offset).to_le_bytes());
-    slot[28..36].copy_from_slice(&tail.map_or(0, |t| t.len).to_le_bytes());
-    slot[36..40].copy_from_slice(&tail.map_or(0, |t| t.crc).to_le_bytes());
+    slot[20..28].copy_from_slice(&offset.to_le_bytes());
+    slot[28..36].copy_from_slice(&len.to_le_bytes());
+    slot[36..40].copy_from_slice(&crc.to_le_bytes());
+    if let Some(to) = to {
+        slot[40..48].copy_from_slice(&to.to_le_bytes());
+    }
     // payload.len() <= PAYLOAD_MAX < u32::MAX, so the cast is lossless.
-    slot[40..44].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    slot[FIXED_LEN..FIXED_LEN + payload.len()].copy_from_slice(&payload);
+    slot[fixed - 4..fixed].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    slot[fixed..fixed + payload.len()].copy_from_slice(&payload);
     let crc = crc32c::crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     slot
@@ -163,15 +234,22 @@ pub(crate) fn decode_slot(slot: &[u8]) -> Result<Slot, String> {
     }
     let format = u32::from_le_bytes(le4(&slot[8..12]));
     let seq = u64::from_le_bytes(le8(&slot[12..20]));
-    let (fixed, tail) = match format {
-        1 => (FIXED_LEN_V1, None),
-        2 => {
-            let tail = Tail {
-                offset: u64::from_le_bytes(le8(&slot[20..28])),
-                len: u64::from_le_bytes(le8(&slot[28..36])),
-                crc: u32::from_le_bytes(le4(&slot[36..40])),
+    let fields = Tail {
+        offset: u64::from_le_bytes(le8(&slot[20..28])),
+        len: u64::from_le_bytes(le8(&slot[28..36])),
+        crc: u32::from_le_bytes(le4(&slot[36..40])),
+    };
+    let (fixed, tail, redo) = match format {
+        1 => (FIXED_LEN_V1, None, None),
+        2 => (FIXED_LEN, (fields.len > 0).then_some(fields), None),
+        3 => {
+            let redo = Redo {
+                staged: fields.offset,
+                len: fields.len,
+                crc: fields.crc,
+                to: u64::from_le_bytes(le8(&slot[40..48])),
             };
-            (FIXED_LEN, (tail.len > 0).then_some(tail))
+            (FIXED_LEN_V3, None, Some(redo))
         }
         _ => return Err(format!("unsupported header format version {format}")),
     };
@@ -192,7 +270,21 @@ pub(crate) fn decode_slot(slot: &[u8]) -> Result<Slot, String> {
             t.offset, t.len, header.meta.size
         ));
     }
-    Ok(Slot { seq, header, tail })
+    if let Some(r) = redo {
+        let size = header.meta.size;
+        if r.len == 0 || r.staged != size || r.to.checked_add(r.len).is_none_or(|end| end > size) {
+            return Err(format!(
+                "redo of {} bytes staged at {} to {} does not fit the size {size}",
+                r.len, r.staged, r.to
+            ));
+        }
+    }
+    Ok(Slot {
+        seq,
+        header,
+        tail,
+        redo,
+    })
 }
 
 /// Copies a 4-byte slice into an array (callers pass exactly 4 bytes).
@@ -265,6 +357,47 @@ mod tests {
         assert_eq!(back.seq, u64::MAX);
         assert_eq!(back.header, h);
         assert_eq!(back.tail, Some(tail));
+        let mut h3 = h.clone();
+        h3.meta.size = u64::MAX - 1;
+        let redo = Redo {
+            staged: u64::MAX - 1,
+            len: 1,
+            crc: u32::MAX,
+            to: u64::MAX - 2,
+        };
+        let back = decode_slot(&encode_redo_slot(u64::MAX, &h3, redo)).expect("decode v3");
+        assert_eq!((back.redo, back.tail), (Some(redo), None));
+        assert_eq!(back.header, h3);
+    }
+
+    #[test]
+    fn a_redo_must_lie_inside_the_size() {
+        let mut h = worst_case();
+        h.dedup.truncate(2);
+        h.meta.size = 100;
+        let ok = Redo {
+            staged: 100,
+            len: 10,
+            crc: 7,
+            to: 90,
+        };
+        assert_eq!(
+            decode_slot(&encode_redo_slot(1, &h, ok))
+                .expect("decode")
+                .redo,
+            Some(ok)
+        );
+        for bad in [
+            Redo { to: 91, ..ok },
+            Redo { staged: 99, ..ok },
+            Redo { len: 0, ..ok },
+            Redo { to: u64::MAX, ..ok },
+        ] {
+            assert!(
+                decode_slot(&encode_redo_slot(1, &h, bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! dfs keeps every file on R servers. On each server this crate stores the file contents, keyed
 //! by a `u64` [`FileId`] handed out by the cluster map, never by the user's file name (names are
 //! only recorded in the header and never become OS paths). Files are created, appended to,
-//! replaced whole (`put`), read and deleted. Every acknowledged write is durable, every file
+//! replaced whole (`put`), written at an offset ([`Store::write_at`]), truncated
+//! ([`Store::truncate`]), read and deleted. Every acknowledged write is durable, every file
 //! carries a CRC-32C of its content, and a per-file dedup table makes retried writes exactly-once.
 //! [`Store`] is usable standalone; its API is synchronous (blocking I/O), so async callers such
 //! as the node server use it from `tokio::task::spawn_blocking`.
@@ -38,7 +39,10 @@
 //!   4092     4  CRC-32C (u32) of slot bytes 0..4092
 //! ```
 //!
-//! Format version 1 has no tail fields: payload length at 20, payload at 24.
+//! Format version 1 has no tail fields: payload length at 20, payload at 24. Format version 3
+//! (written only while an in-place write is under way) carries a **redo** record in the tail
+//! fields plus a destination (u64) at 40; its payload length is at 48 and the payload at 52
+//! (see below).
 //!
 //! Names are at most [`NAME_MAX`] (1024) bytes and the dedup table holds at most
 //! [`DEDUP_ENTRIES_MAX`] (64) entries, so the worst-case payload (about 4020 bytes) fits; encoding
@@ -68,6 +72,18 @@
 //!   dedup table is carried over.
 //! - **delete**: `rename` `files/<id>` into `tmp/` and sync the directory; a reaper thread
 //!   unlinks it there (freeing a file's blocks can take milliseconds).
+//! - **write at or past the end, truncate up**: an append (of a gap of zeros, left as a hole,
+//!   then the bytes), with the same order.
+//! - **write below the end** (at most [`WRITE_AT_MAX`] bytes): the bytes are staged past the new
+//!   committed end, the *other* slot is written in format 3 with the new metadata and a redo
+//!   record (staged offset, length, CRC-32C, destination), one sync: committed (recovery
+//!   believes the slot only if the staged bytes check out). Then the bytes are copied in place,
+//!   sync; the first slot is rewritten with the same metadata and no redo, sync; the staging
+//!   area is cut. Recovery finishes a committed redo (the copy is idempotent). While a
+//!   [`Snapshot`] of the file is open, the file is instead copied into `tmp/`, changed there
+//!   and renamed over, as a put.
+//! - **truncate down**: the other slot with the smaller size, sync, then the content is cut
+//!   (recovery cuts it if the crash came first); with a snapshot open, a copy and a rename.
 //!
 //! With [`StoreConfig::fsync`] `false` (not the default) the sync calls are skipped: a documented
 //! trade-off for tests and throw-away data; a machine crash may then lose acknowledged writes.
@@ -79,9 +95,11 @@
 //!
 //! ## Checksums, versions, dedup
 //!
-//! The checksum is the CRC-32C of the whole content, extended incrementally on append and
-//! recomputed on put; [`Store::verify`] re-reads the content and compares. The version is 0 at
-//! create and +1 for every applied append or put. A write may carry a [`DedupKey`]; the header
+//! The checksum is the CRC-32C of the whole content, extended incrementally on append,
+//! recomputed on put, updated by CRC combination on a write at an offset (only the overwritten
+//! bytes are read: `crc(new) = crc(old) ^ shift(crc(old segment) ^ crc(new segment), bytes
+//! after it)`) and recomputed from the kept bytes on a truncation down; [`Store::verify`] re-reads the content and compares. The version is 0 at
+//! create and +1 for every applied append, put, write at an offset or truncation. A write may carry a [`DedupKey`]; the header
 //! stores, atomically with the write, the [`WriteOutcome`] of the last [`DEDUP_ENTRIES_MAX`] keyed
 //! writes (the oldest by version is evicted). A write whose key is in the table is not applied
 //! again: it returns the saved outcome with `duplicate: true`.
@@ -91,8 +109,9 @@
 //! 1. Everything in `tmp/` is removed (partial creates and puts, which were never visible, and
 //!    deleted files the reaper had not unlinked).
 //! 2. For each `files/<id>`, the valid slot with the highest sequence is chosen, unless it has a
-//!    tail whose bytes are missing or differ (an append whose sync never completed): then the
-//!    other slot, and the unfinished one is overwritten with it.
+//!    tail (or a redo's staged bytes) whose bytes are missing or differ (a write whose sync never
+//!    completed): then the other slot, and the unfinished one is overwritten with it. A chosen
+//!    slot with a redo has its in-place write finished ([`RecoveryReport::writes_finished`]).
 //!    - content longer than the committed size: a torn append; truncated to the committed size.
 //!    - content shorter than committed by a slot without a tail, no valid slot, or a header
 //!      naming another id: the file
@@ -103,9 +122,11 @@
 //! ## Snapshot reads
 //!
 //! [`Store::snapshot`] takes, under the file's state mutex, an open handle and the committed
-//! metadata. Content below the committed size is never modified in place: appends only write past
-//! it, a put renames a new inode over the name, a delete moves the name away. So a snapshot keeps
-//! reading exactly the bytes that were committed when it was taken, without blocking writers.
+//! metadata. While a snapshot is open, content below the committed size is never modified in
+//! place: appends only write past it, a put renames a new inode over the name, a delete moves the
+//! name away, and a write at an offset or truncation down copies the file and renames the copy
+//! over it (the store counts each file's open snapshots). So a snapshot keeps reading exactly the
+//! bytes that were committed when it was taken, without blocking writers.
 //!
 //! ## Lock manager
 //!
@@ -127,6 +148,7 @@
 //! - `serde`, `thiserror`, `tracing`: derive the header encoding, the error type, and logs.
 //! - `tokio` (`sync`): the fair `RwLock` under the lock manager.
 
+mod crc;
 mod error;
 mod group;
 mod header;
@@ -135,7 +157,7 @@ mod store;
 
 pub use error::StoreError;
 pub use lock::{LockManager, ReadGuard, WriteGuard};
-pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig};
+pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig, WRITE_AT_MAX};
 
 /// Identifies a file in the store (assigned by the cluster map).
 pub type FileId = u64;
@@ -155,7 +177,7 @@ pub struct FileMeta {
     pub name: String,
     /// Committed content length in bytes.
     pub size: u64,
-    /// 0 at create, +1 for every applied append or put.
+    /// 0 at create, +1 for every applied append, put, write at an offset or truncation.
     pub version: u64,
     /// CRC-32C of the whole committed content.
     pub checksum: u32,
@@ -194,6 +216,9 @@ pub struct RecoveryReport {
     pub temp_files_removed: usize,
     /// Files whose uncommitted tail (a torn append) was cut off.
     pub torn_appends_truncated: usize,
+    /// Files whose committed in-place write (a [`Store::write_at`] below the size) was
+    /// finished from its redo record.
+    pub writes_finished: usize,
     /// Files kept out of service, with the reason, sorted by id.
     pub damaged: Vec<(FileId, String)>,
 }

@@ -79,6 +79,10 @@ struct FileState {
     status: Status,
     /// An [`AppendTxn`] or [`PutTxn`] owns the file's writer slot.
     writer: bool,
+    /// One clone per open [`Snapshot`] (plus this one): while a snapshot is open, content
+    /// below the committed size is never changed in place (a write over it or a
+    /// truncation goes through a copy and a rename instead).
+    readers: Arc<()>,
 }
 
 impl FileState {
@@ -151,6 +155,16 @@ impl Inner {
                 .sync()
                 .ctx(|| format!("syncing {}", self.files_dir.display())),
             None if self.fsync => sync_dir(&self.files_dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `file`'s content (and its size) durable: the group commit's round, or its own
+    /// `fdatasync` (nothing with `fsync` off).
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        match &self.group {
+            Some(group) => group.sync(),
+            None if self.fsync => file.sync_data(),
             None => Ok(()),
         }
     }
@@ -322,9 +336,11 @@ impl Store {
                 }
             };
             let status = match recover_file(&path, id, config.fsync) {
-                Ok((live, torn)) => {
-                    if torn {
-                        report.torn_appends_truncated += 1;
+                Ok((live, found)) => {
+                    match found {
+                        Found::Clean => {}
+                        Found::Torn => report.torn_appends_truncated += 1,
+                        Found::Finished => report.writes_finished += 1,
                     }
                     report.files += 1;
                     Status::Live(live)
@@ -340,6 +356,7 @@ impl Store {
                 Arc::new(Mutex::new(FileState {
                     status,
                     writer: false,
+                    readers: Arc::new(()),
                 })),
             );
         }
@@ -350,6 +367,7 @@ impl Store {
             files = report.files,
             temp_files_removed = report.temp_files_removed,
             torn_appends_truncated = report.torn_appends_truncated,
+            writes_finished = report.writes_finished,
             damaged = report.damaged.len(),
             "store opened"
         );
@@ -407,6 +425,7 @@ impl Store {
         let fresh: StateRef = Arc::new(Mutex::new(FileState {
             status: Status::Gone,
             writer: false,
+            readers: Arc::new(()),
         }));
         let mut st = fresh.lock();
         loop {
@@ -695,8 +714,13 @@ impl Store {
         let meta = st.live(id)?.header.meta.clone();
         let path = inner.file_path(id);
         let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let reader = Arc::clone(&st.readers);
         drop(st);
-        Ok(Snapshot { meta, file })
+        Ok(Snapshot {
+            meta,
+            file,
+            _reader: reader,
+        })
     }
 
     /// The whole committed content of a file (a [`Snapshot`] read to the end).
@@ -785,6 +809,10 @@ struct Added {
 /// [`Tail`]); recovery reads at most this much per file to check a tail. Bigger appends
 /// sync their bytes first, then the header.
 pub(crate) const TAIL_MAX: u64 = 1 << 20;
+
+/// The most bytes one in-place write ([`Store::write_at`] below the committed size) may
+/// stage; recovery reads at most this much per file to check and replay it.
+pub const WRITE_AT_MAX: u64 = 16 << 20;
 
 /// Makes appended bytes durable and commits them with a header write into the other slot.
 /// Called with the file's state locked and dedup checked.
@@ -927,9 +955,20 @@ fn commit_put(
     Ok(outcome)
 }
 
-/// Start-up recovery of one data file. `Ok((live, torn))` for a healthy file (`torn`: uncommitted
-/// bytes were cut off); `Err(reason)` for a damaged one.
-fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, bool), String> {
+/// What recovery found in a healthy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Nothing to do.
+    Clean,
+    /// Uncommitted bytes were cut off (a torn append, an unfinished write rolled back).
+    Torn,
+    /// A committed in-place write was finished.
+    Finished,
+}
+
+/// Start-up recovery of one data file. `Ok((live, found))` for a healthy file; `Err(reason)`
+/// for a damaged one.
+fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, Found), String> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -963,10 +1002,18 @@ fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, bool), St
     // A slot with a tail was synced together with the bytes it appended: if they are not
     // all there, that append never finished, and the slot before it is the file.
     let mut rolled_back = None;
-    let (slot, Slot { seq, header, .. }) = match check_slot(&file, len, &newest.1)? {
+    let (
+        slot,
+        Slot {
+            seq, header, redo, ..
+        },
+    ) = match check_slot(&file, len, &newest.1)? {
         Ok(()) => newest,
         Err(why) => match older {
-            Some(older) if newest.1.tail.is_some() && older.1.seq + 1 == newest.1.seq => {
+            Some(older)
+                if (newest.1.tail.is_some() || newest.1.redo.is_some())
+                    && older.1.seq + 1 == newest.1.seq =>
+            {
                 warn!(id = %file_name(id), %why, "rolling back an append that did not finish");
                 rolled_back = Some((newest.0, newest.1.seq));
                 older
@@ -987,7 +1034,28 @@ fn recover_file(path: &Path, id: FileId, fsync: bool) -> Result<(Live, bool), St
             header.meta.size
         ));
     }
-    let torn = len > committed || rolled_back.is_some();
+    if let Some(redo) = redo {
+        // A committed in-place write that may not have reached its place: finish it.
+        warn!(id = %file_name(id), bytes = redo.len, to = redo.to, "finishing an in-place write");
+        let clean = 1 - slot;
+        inplace::apply_redo(&file, &header, redo, clean, seq + 1, |f| {
+            if fsync { f.sync_data() } else { Ok(()) }
+        })
+        .map_err(|e| format!("cannot finish an in-place write: {e}"))?;
+        return Ok((
+            Live {
+                header,
+                slot: clean,
+                seq: seq + 1,
+            },
+            Found::Finished,
+        ));
+    }
+    let torn = if len > committed || rolled_back.is_some() {
+        Found::Torn
+    } else {
+        Found::Clean
+    };
     if len > committed {
         warn!(
             id = %file_name(id),
@@ -1033,13 +1101,30 @@ fn check_slot(file: &File, len: u64, slot: &Slot) -> Result<Result<(), String>, 
             len.saturating_sub(HEADER_SIZE)
         )));
     }
-    let Some(tail) = slot.tail else {
-        return Ok(Ok(()));
+    let tail = match (slot.tail, slot.redo) {
+        (Some(tail), _) => tail,
+        // The staged bytes of an in-place write are checked as a tail is.
+        (None, Some(redo)) => Tail {
+            offset: redo.staged,
+            len: redo.len,
+            crc: redo.crc,
+        },
+        (None, None) => return Ok(Ok(())),
     };
-    if tail.len > TAIL_MAX {
+    if slot.redo.is_some() && tail.len > WRITE_AT_MAX {
+        return Ok(Err(format!("a redo of {} bytes is too long", tail.len)));
+    }
+    if slot.redo.is_none() && tail.len > TAIL_MAX {
         return Ok(Err(format!("a tail of {} bytes is too long", tail.len)));
     }
-    // tail.len <= TAIL_MAX, so the cast is lossless.
+    if len.saturating_sub(HEADER_SIZE) < tail.offset.saturating_add(tail.len) {
+        return Ok(Err(format!(
+            "content is {} bytes but the last write ends at {}",
+            len.saturating_sub(HEADER_SIZE),
+            tail.offset.saturating_add(tail.len)
+        )));
+    }
+    // tail.len <= TAIL_MAX or WRITE_AT_MAX, so the cast is lossless.
     let mut buf = vec![0u8; tail.len as usize];
     file.read_exact_at(&mut buf, HEADER_SIZE + tail.offset)
         .map_err(|e| format!("cannot read the last append: {e}"))?;
@@ -1324,6 +1409,8 @@ fn failed_txn(id: FileId) -> StoreError {
 pub struct Snapshot {
     meta: FileMeta,
     file: File,
+    /// Counts this snapshot among the file's readers (see `FileState::readers`).
+    _reader: Arc<()>,
 }
 
 impl Snapshot {
@@ -1366,5 +1453,6 @@ impl Snapshot {
     }
 }
 
+mod inplace;
 #[cfg(test)]
 mod tests;

@@ -759,6 +759,8 @@ enum Op {
     Append(FileId, Vec<u8>),
     Put(FileId, Vec<u8>),
     StreamAppend(FileId, Vec<u8>, bool),
+    WriteAt(FileId, u64, Vec<u8>, bool),
+    Truncate(FileId, u64, bool),
     Delete(FileId),
     Reopen,
 }
@@ -770,7 +772,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => id.clone().prop_map(Op::Create),
         4 => (id.clone(), data.clone()).prop_map(|(i, d)| Op::Append(i, d)),
         2 => (id.clone(), data.clone()).prop_map(|(i, d)| Op::Put(i, d)),
-        2 => (id.clone(), data, any::<bool>()).prop_map(|(i, d, c)| Op::StreamAppend(i, d, c)),
+        2 => (id.clone(), data.clone(), any::<bool>()).prop_map(|(i, d, c)| Op::StreamAppend(i, d, c)),
+        4 => (id.clone(), 0..80u64, data, any::<bool>())
+            .prop_map(|(i, o, d, s)| Op::WriteAt(i, o, d, s)),
+        2 => (id.clone(), 0..80u64, any::<bool>()).prop_map(|(i, n, s)| Op::Truncate(i, n, s)),
         1 => id.prop_map(Op::Delete),
         1 => Just(Op::Reopen),
     ]
@@ -825,6 +830,38 @@ proptest! {
                     Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
                     Err(e) => panic!("begin_append: {e}"),
                 },
+                // `snap`: a snapshot is open meanwhile (the write copies the file) and must
+                // still read what it read before.
+                Op::WriteAt(id, offset, data, snap) => {
+                    let before = if snap { store.snapshot(id).ok() } else { None };
+                    match store.write_at(id, offset, &data, None) {
+                        Ok(o) => {
+                            let m = model.get_mut(&id).expect("model has it");
+                            if let Some(s) = before {
+                                prop_assert_eq!(&s.read_all().expect("snapshot"), &*m);
+                            }
+                            *m = written_at(m, offset as usize, &data);
+                            prop_assert_eq!(o.checksum, crc32c::crc32c(m));
+                        }
+                        Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                        Err(e) => panic!("write_at: {e}"),
+                    }
+                }
+                Op::Truncate(id, size, snap) => {
+                    let before = if snap { store.snapshot(id).ok() } else { None };
+                    match store.truncate(id, size, None) {
+                        Ok(o) => {
+                            let m = model.get_mut(&id).expect("model has it");
+                            if let Some(s) = before {
+                                prop_assert_eq!(&s.read_all().expect("snapshot"), &*m);
+                            }
+                            m.resize(size as usize, 0);
+                            prop_assert_eq!(o.checksum, crc32c::crc32c(m));
+                        }
+                        Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
+                        Err(e) => panic!("truncate: {e}"),
+                    }
+                }
                 Op::Delete(id) => match store.delete(id) {
                     Ok(()) => prop_assert!(model.remove(&id).is_some()),
                     Err(StoreError::NotFound(_)) => prop_assert!(!model.contains_key(&id)),
@@ -900,4 +937,288 @@ fn install_copies_content_version_and_dedup_table() {
     let (store, _) = open_in(&dir, true);
     assert_eq!(store.read(2).expect("read"), b"older");
     assert_eq!(store.meta(2).expect("meta").version, 1);
+}
+
+// ---- writes at an offset and truncations ----
+
+/// `content` with `data` written at `offset` (zeros fill a gap), as `write_at` must leave it.
+fn written_at(content: &[u8], offset: usize, data: &[u8]) -> Vec<u8> {
+    let mut out = content.to_vec();
+    if data.is_empty() {
+        return out;
+    }
+    if out.len() < offset + data.len() {
+        out.resize(offset + data.len(), 0);
+    }
+    out[offset..offset + data.len()].copy_from_slice(data);
+    out
+}
+
+fn assert_content(store: &Store, id: FileId, want: &[u8]) {
+    let meta = store.meta(id).expect("meta");
+    assert_eq!(meta.size, want.len() as u64);
+    assert_eq!(meta.checksum, crc32c::crc32c(want), "recorded checksum");
+    assert_eq!(store.read(id).expect("read"), want);
+    assert!(store.verify(id).expect("verify"));
+}
+
+#[test]
+fn write_at_in_the_middle_across_the_end_and_past_it() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, true);
+    store.create(1, "f").expect("create");
+    store.append(1, b"hello world", None).expect("append");
+    let o = store.write_at(1, 6, b"WORLD", None).expect("middle");
+    assert_eq!((o.version, o.size), (2, 11));
+    assert_content(&store, 1, b"hello WORLD");
+    let o = store.write_at(1, 9, b"LDS!", None).expect("across the end");
+    assert_eq!((o.version, o.size), (3, 13));
+    assert_content(&store, 1, b"hello WORLDS!");
+    let o = store.write_at(1, 16, b"xy", None).expect("past the end");
+    assert_eq!((o.version, o.size), (4, 18));
+    assert_content(&store, 1, b"hello WORLDS!\0\0\0xy");
+    let o = store.write_at(1, 0, b"", None).expect("empty");
+    assert_eq!((o.version, o.size), (5, 18));
+    assert_eq!(o.checksum, crc32c::crc32c(b"hello WORLDS!\0\0\0xy"));
+    // Everything survives a reopen, with nothing to recover.
+    drop(store);
+    let (store, report) = open_in(&dir, true);
+    assert_eq!(report.torn_appends_truncated, 0);
+    assert!(report.damaged.is_empty());
+    assert_content(&store, 1, b"hello WORLDS!\0\0\0xy");
+    assert_eq!(store.meta(1).expect("meta").version, 5);
+    assert_eq!(
+        std::fs::metadata(data_path(&dir, 1)).expect("stat").len(),
+        HEADER_SIZE + 18,
+        "the staging area is cut off"
+    );
+}
+
+#[test]
+fn truncate_down_up_and_to_zero() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, true);
+    store.create(1, "f").expect("create");
+    store.append(1, b"0123456789", None).expect("append");
+    let o = store.truncate(1, 4, None).expect("down");
+    assert_eq!((o.version, o.size), (2, 4));
+    assert_content(&store, 1, b"0123");
+    let o = store.truncate(1, 7, None).expect("up");
+    assert_eq!((o.version, o.size), (3, 7));
+    assert_content(&store, 1, b"0123\0\0\0");
+    let o = store.truncate(1, 7, None).expect("same");
+    assert_eq!((o.version, o.size), (4, 7));
+    let o = store.truncate(1, 0, None).expect("zero");
+    assert_eq!((o.version, o.size, o.checksum), (5, 0, 0));
+    assert_content(&store, 1, b"");
+    // A large extension is a hole, and its checksum needs no reading.
+    store.truncate(1, 3 << 20, None).expect("big extension");
+    assert_content(&store, 1, &vec![0u8; 3 << 20]);
+    drop(store);
+    let (store, report) = open_in(&dir, true);
+    assert!(report.damaged.is_empty());
+    assert_content(&store, 1, &vec![0u8; 3 << 20]);
+}
+
+#[test]
+fn write_at_and_truncate_refuse_what_they_must() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    assert!(matches!(
+        store.write_at(9, 0, b"x", None),
+        Err(StoreError::NotFound(9))
+    ));
+    assert!(matches!(
+        store.truncate(9, 0, None),
+        Err(StoreError::NotFound(9))
+    ));
+    store.create(1, "f").expect("create");
+    assert!(matches!(
+        store.write_at(1, u64::MAX, b"xy", None),
+        Err(StoreError::OutOfRange(_))
+    ));
+    let too_big = vec![0u8; WRITE_AT_MAX as usize + 1];
+    assert!(matches!(
+        store.write_at(1, 0, &too_big, None),
+        Err(StoreError::OutOfRange(_))
+    ));
+    let txn = store.begin_append(1).expect("begin");
+    assert!(matches!(
+        store.write_at(1, 0, b"x", None),
+        Err(StoreError::Busy(1))
+    ));
+    assert!(matches!(
+        store.truncate(1, 0, None),
+        Err(StoreError::Busy(1))
+    ));
+    drop(txn);
+    assert_content(&store, 1, b"");
+}
+
+#[test]
+fn write_at_and_truncate_apply_once_per_key() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"aaaa", None).expect("append");
+    let first = store.write_at(1, 1, b"b", key(7, 1)).expect("write");
+    let again = store.write_at(1, 1, b"c", key(7, 1)).expect("retry");
+    assert!(again.duplicate);
+    assert_eq!((again.version, again.size), (first.version, first.size));
+    let cut = store.truncate(1, 2, key(7, 2)).expect("truncate");
+    store.append(1, b"zz", None).expect("append");
+    let again = store.truncate(1, 2, key(7, 2)).expect("retry");
+    assert!(again.duplicate);
+    assert_eq!(again.version, cut.version);
+    assert_content(&store, 1, b"abzz");
+}
+
+#[test]
+fn snapshots_are_stable_across_writes_at_an_offset_and_truncations() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, true);
+    store.create(1, "f").expect("create");
+    store.append(1, b"abcdefgh", None).expect("append");
+    let before = store.snapshot(1).expect("snapshot");
+    store.write_at(1, 2, b"XY", None).expect("write");
+    let middle = store.snapshot(1).expect("snapshot");
+    store.truncate(1, 3, None).expect("truncate");
+    store.append(1, b"123456", None).expect("append");
+    assert_eq!(before.read_all().expect("read"), b"abcdefgh");
+    assert_eq!(middle.read_all().expect("read"), b"abXYefgh");
+    drop((before, middle));
+    assert_content(&store, 1, b"abX123456");
+    // With no snapshot open the write goes in place (the inode stays).
+    let ino = |d: &TempDir| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(data_path(d, 1)).expect("stat"))
+    };
+    let inode = ino(&dir);
+    store.write_at(1, 0, b"__", None).expect("write");
+    store.truncate(1, 4, None).expect("truncate");
+    assert_eq!(ino(&dir), inode);
+    assert_content(&store, 1, b"__X1");
+}
+
+/// Runs an in-place write of `new` at 2 into "0123456789" that stops after `step` (as if
+/// the process died there), lets `damage` change the disk as a power loss might, reopens,
+/// and returns what the store holds then (it must be a whole version: checked).
+fn crash_during_write_at(step: u8, damage: impl FnOnce(&Path)) -> (Vec<u8>, u64) {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open_in(&dir, false);
+    store.create(1, "f").expect("create");
+    store.append(1, b"0123456789", None).expect("append");
+    inplace::CRASH_AFTER.set(step);
+    let result = store.write_at(1, 2, b"abcdef", key(3, 4));
+    inplace::CRASH_AFTER.set(0);
+    assert!(result.is_err(), "the write stopped after step {step}");
+    drop(store);
+    damage(&data_path(&dir, 1));
+    let (store, report) = open_in(&dir, false);
+    assert!(
+        report.damaged.is_empty(),
+        "step {step}: {:?}",
+        report.damaged
+    );
+    let content = store.read(1).expect("read");
+    let meta = store.meta(1).expect("meta");
+    assert_eq!(
+        meta.checksum,
+        crc32c::crc32c(&content),
+        "step {step}: checksum"
+    );
+    assert!(store.verify(1).expect("verify"));
+    assert_eq!(
+        std::fs::metadata(data_path(&dir, 1)).expect("stat").len(),
+        HEADER_SIZE + content.len() as u64,
+        "step {step}: nothing left past the size"
+    );
+    // The dedup entry went with the write: a retry is answered iff it applied.
+    let retry = store.write_at(1, 2, b"abcdef", key(3, 4)).expect("retry");
+    assert_eq!(retry.duplicate, meta.version == 2, "step {step}: dedup");
+    // And the file takes further writes that survive a reopen.
+    store
+        .write_at(1, 0, b"Z", None)
+        .expect("write after recovery");
+    drop(store);
+    let (store, report) = open_in(&dir, false);
+    assert!(report.damaged.is_empty());
+    // The retry applied the write if the crash lost it: the new content either way.
+    assert_eq!(store.read(1).expect("read"), b"Z1abcdef89", "step {step}");
+    (content, meta.version)
+}
+
+#[test]
+fn a_crash_at_every_step_of_an_in_place_write_leaves_old_or_new() {
+    let old = b"0123456789".to_vec();
+    let new = b"01abcdef89".to_vec();
+    let nothing = |_: &Path| {};
+    // 1: staged only; 2: the redo slot is written; 3: half copied; 4: copied and synced;
+    // 5: the clean slot is written, the staging area not cut yet.
+    let expected = [
+        (1, &old, 1),
+        (2, &new, 2),
+        (3, &new, 2),
+        (4, &new, 2),
+        (5, &new, 2),
+    ];
+    for (step, want, version) in expected {
+        let (got, v) = crash_during_write_at(step, nothing);
+        assert_eq!((&got, v), (want, version), "crash after step {step}");
+    }
+    // A power loss before the redo slot's sync completed: the slot is there, some staged
+    // bytes are not. Nothing was copied in place yet: the old file.
+    let (got, v) = crash_during_write_at(2, |path| {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(b"\0\0", HEADER_SIZE + 10 + 3)
+            .expect("lose staged bytes");
+    });
+    assert_eq!((got, v), (old.clone(), 1));
+    // The staging area cut short (its length did not reach the disk): the old file.
+    let (got, v) = crash_during_write_at(2, |path| {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.set_len(HEADER_SIZE + 12).expect("cut");
+    });
+    assert_eq!((got, v), (old.clone(), 1));
+    // The redo slot (A: the create wrote A, the append B) torn: the old file (the copy
+    // starts only after its sync).
+    let (got, v) = crash_during_write_at(2, |path| {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(&[0xff; 16], 100).expect("tear the slot");
+    });
+    assert_eq!((got, v), (old.clone(), 1));
+    // The clean slot (B) torn after the copy: the redo is replayed.
+    let (got, v) = crash_during_write_at(5, |path| {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(&[0xff; 16], (SLOT_SIZE + 100) as u64)
+            .expect("tear the slot");
+    });
+    assert_eq!((got, v), (new.clone(), 2));
+}
+
+#[test]
+fn a_crash_during_a_truncation_leaves_old_or_new() {
+    for tear in [false, true] {
+        let dir = TempDir::new().expect("tempdir");
+        let (store, _) = open_in(&dir, false);
+        store.create(1, "f").expect("create");
+        store.append(1, b"0123456789", None).expect("append");
+        store.truncate(1, 4, None).expect("truncate");
+        drop(store);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(data_path(&dir, 1))
+            .expect("open");
+        // Before the cut reached the disk...
+        f.write_all_at(b"0123456789", HEADER_SIZE).expect("uncut");
+        if tear {
+            // ... and before the new slot (B: the append used A... the create A, the
+            // append B, the truncation A) did.
+            f.write_all_at(&[0xff; 16], 100).expect("tear");
+        }
+        drop(f);
+        let (store, report) = open_in(&dir, false);
+        assert!(report.damaged.is_empty());
+        let want: &[u8] = if tear { b"0123456789" } else { b"0123" };
+        assert_content(&store, 1, want);
+    }
 }
