@@ -157,7 +157,9 @@ mod store;
 
 pub use error::StoreError;
 pub use lock::{LockManager, ReadGuard, WriteGuard};
-pub use store::{AppendTxn, InstallState, PutTxn, Snapshot, Store, StoreConfig, WRITE_AT_MAX};
+pub use store::{
+    AppendTxn, FILE_SIZE_MAX, InstallState, PutTxn, Snapshot, Store, StoreConfig, WRITE_AT_MAX,
+};
 
 /// Identifies a file in the store (assigned by the cluster map).
 pub type FileId = u64;

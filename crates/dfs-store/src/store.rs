@@ -814,6 +814,11 @@ pub(crate) const TAIL_MAX: u64 = 1 << 20;
 /// stage; recovery reads at most this much per file to check and replay it.
 pub const WRITE_AT_MAX: u64 = 16 << 20;
 
+/// The largest size a write at an offset or a truncation may give a file: 16 TiB, the
+/// largest file ext4 keeps (with 4 KiB blocks). It also keeps every position in the data
+/// file (`HEADER_SIZE` + a content offset) far from overflowing.
+pub const FILE_SIZE_MAX: u64 = 1 << 44;
+
 /// Makes appended bytes durable and commits them with a header write into the other slot.
 /// Called with the file's state locked and dedup checked.
 ///

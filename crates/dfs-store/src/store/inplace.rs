@@ -23,8 +23,8 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 
 use super::{
-    Added, FileState, Inner, Live, PutCommit, Status, Store, WRITE_AT_MAX, commit_append,
-    commit_put, discard_temp, duplicate, file_name, now_ms, slot_offset,
+    Added, FILE_SIZE_MAX, FileState, Inner, Live, PutCommit, Status, Store, WRITE_AT_MAX,
+    commit_append, commit_put, discard_temp, duplicate, file_name, now_ms, slot_offset,
 };
 use crate::crc;
 use crate::error::{IoContext, StoreError};
@@ -85,9 +85,15 @@ impl Store {
                 "a write at an offset of {len} bytes; at most {WRITE_AT_MAX} are allowed"
             )));
         }
-        let end = offset.checked_add(len).ok_or_else(|| {
-            StoreError::OutOfRange(format!("a write of {len} bytes at {offset} ends past 2^64"))
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= FILE_SIZE_MAX)
+            .ok_or_else(|| {
+                StoreError::OutOfRange(format!(
+                    "a write of {len} bytes at {offset} would end past the largest file size, \
+                     {FILE_SIZE_MAX} bytes"
+                ))
+            })?;
         let size = live.header.meta.size;
         let crc = live.header.meta.checksum;
         let file = inner.open_rw(id)?;
@@ -156,6 +162,11 @@ impl Store {
             && let Some(saved) = live.header.lookup(k)
         {
             return Ok(duplicate(saved));
+        }
+        if size > FILE_SIZE_MAX {
+            return Err(StoreError::OutOfRange(format!(
+                "a truncation to {size} bytes: the largest file size is {FILE_SIZE_MAX} bytes"
+            )));
         }
         let old_size = live.header.meta.size;
         let crc = live.header.meta.checksum;

@@ -1037,6 +1037,21 @@ fn write_at_and_truncate_refuse_what_they_must() {
         store.write_at(1, u64::MAX, b"xy", None),
         Err(StoreError::OutOfRange(_))
     ));
+    // Offsets and sizes past the largest file, where a position in the data file would
+    // overflow: refused, nothing changed.
+    for offset in [u64::MAX - 1, FILE_SIZE_MAX] {
+        assert!(matches!(
+            store.write_at(1, offset, b"x", None),
+            Err(StoreError::OutOfRange(_))
+        ));
+    }
+    for size in [u64::MAX, FILE_SIZE_MAX + 1] {
+        assert!(matches!(
+            store.truncate(1, size, None),
+            Err(StoreError::OutOfRange(_))
+        ));
+    }
+    assert_eq!(store.meta(1).expect("meta").size, 0);
     let too_big = vec![0u8; WRITE_AT_MAX as usize + 1];
     assert!(matches!(
         store.write_at(1, 0, &too_big, None),
