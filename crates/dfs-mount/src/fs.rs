@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dfs_client::{Client, ClientError, WriteAck};
-use dfs_proto::{ErrorCode, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
+use dfs_proto::{ErrorCode, NAME_BYTES_MAX, SEGMENT_BYTES_MAX, WRITE_BYTES_MAX};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -551,12 +551,7 @@ impl DfsFs {
             }
         };
         let result: Res<WriteAck> = match dirty {
-            Dirty::At { offset, data } => {
-                let data = Bytes::from(data);
-                self.retry("write_at", || {
-                    self.client.write_at(&path, offset, data.clone())
-                })
-            }
+            Dirty::At { offset, data } => self.write_run(&path, offset, Bytes::from(data)),
             Dirty::Append { data } => self.once("append", self.client.append(&path, data)),
         };
         match result {
@@ -574,6 +569,26 @@ impl DfsFs {
                 tracing::warn!(path, error = ?e, "write-back failed");
                 io.error = Some(e);
                 Err(e)
+            }
+        }
+    }
+
+    /// Sends a run of bytes at `offset` as writes at an offset of at most
+    /// `WRITE_BYTES_MAX` each (the most one may carry; the buffer can pass `write_back`
+    /// by the last write added, and `write_back` itself may be set higher). An empty run
+    /// is still sent once (it bumps the version, as a write of nothing does).
+    fn write_run(&self, path: &str, offset: u64, data: Bytes) -> Res<WriteAck> {
+        let mut at = 0usize;
+        loop {
+            let end = data.len().min(at + WRITE_BYTES_MAX);
+            let piece = data.slice(at..end);
+            let piece_at = offset + at as u64;
+            let ack = self.retry("write_at", || {
+                self.client.write_at(path, piece_at, piece.clone())
+            })?;
+            at = end;
+            if at >= data.len() {
+                return Ok(ack);
             }
         }
     }

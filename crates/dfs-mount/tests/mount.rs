@@ -314,6 +314,35 @@ fn directories_rename_unlink_and_errors() -> TestResult {
 }
 
 #[test]
+fn unaligned_writes_beyond_the_largest_write_at_arrive_whole() -> TestResult {
+    // A buffer that passes the write-back size by the last write added, and a write-back
+    // size set above what one write at an offset may carry: both must reach the cluster
+    // as several writes, not be refused as too large (EFBIG at close).
+    let big_buffer = MountOptions {
+        write_back: 3 * dfs_proto::WRITE_BYTES_MAX,
+        write_back_total: 4 * dfs_proto::WRITE_BYTES_MAX,
+        ..MountOptions::default()
+    };
+    for options in [MountOptions::default(), big_buffer] {
+        let Some(fx) = Fixture::start(options)? else {
+            return Ok(());
+        };
+        // tar's 10,240-byte records: 4 MiB is not a multiple of them.
+        let data: Vec<u8> = (0..9_000_000u32).map(|i| (i % 253) as u8).collect();
+        {
+            let mut f = fs::File::create(fx.path("records.tar"))?;
+            for record in data.chunks(10_240) {
+                f.write_all(record)?;
+            }
+            f.sync_all()?;
+        }
+        assert_eq!(fx.read_plain("records.tar")?, data);
+        assert_eq!(fs::read(fx.path("records.tar"))?, data);
+    }
+    Ok(())
+}
+
+#[test]
 fn write_back_off_and_cache_off_still_work() -> TestResult {
     let options = MountOptions {
         attr_ttl: Duration::ZERO,
