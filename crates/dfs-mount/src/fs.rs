@@ -352,6 +352,17 @@ impl DfsFs {
         }
     }
 
+    /// Records what an acknowledged write left: its size, modified now.
+    fn written(&self, ino: u64, ack: &WriteAck) {
+        self.set_meta(
+            ino,
+            Meta {
+                size: ack.size,
+                mtime_ms: now_ms(),
+            },
+        );
+    }
+
     // ---- directory listings ----
 
     /// Lists directory `dir` from the cluster.
@@ -556,13 +567,7 @@ impl DfsFs {
         };
         match result {
             Ok(ack) => {
-                self.set_meta(
-                    ino,
-                    Meta {
-                        size: ack.size,
-                        mtime_ms: now_ms(),
-                    },
-                );
+                self.written(ino, &ack);
                 Ok(())
             }
             Err(e) => {
@@ -662,13 +667,7 @@ impl DfsFs {
             None => None,
         };
         let ack = self.retry("truncate", || self.client.truncate(path, size))?;
-        self.set_meta(
-            ino,
-            Meta {
-                size: ack.size,
-                mtime_ms: now_ms(),
-            },
-        );
+        self.written(ino, &ack);
         Ok(())
     }
 

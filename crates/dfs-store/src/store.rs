@@ -540,15 +540,15 @@ impl Store {
         Ok(st.live(id)?.header.lookup(key).map(duplicate))
     }
 
-    /// Appends `data`; durable before it returns. With a `key` already in the dedup table nothing
-    /// is written and the saved outcome is returned with `duplicate: true`. Holds the file's state
-    /// mutex throughout (concurrent appends to one file are serialised); for large bodies use
-    /// [`Store::begin_append`]. [`StoreError::Busy`] while a streaming transaction is open.
-    pub fn append(
+    /// Runs `apply` on file `id`'s state under its lock once the file is known healthy:
+    /// the one preamble of every one-call write. [`StoreError::Busy`] while a streaming
+    /// transaction holds the file; a `key` already applied answers its saved outcome as a
+    /// duplicate without calling `apply`.
+    fn write_once(
         &self,
         id: FileId,
-        data: &[u8],
         key: Option<DedupKey>,
+        apply: impl FnOnce(&Inner, &mut FileState) -> Result<WriteOutcome, StoreError>,
     ) -> Result<WriteOutcome, StoreError> {
         let inner = &self.inner;
         let state = inner.state(id)?;
@@ -562,24 +562,40 @@ impl Store {
         {
             return Ok(duplicate(saved));
         }
-        let base = live.header.meta.size;
-        let crc = crc32c::crc32c_append(live.header.meta.checksum, data);
-        let tail_crc = crc32c::crc32c(data);
-        let file = inner.open_rw(id)?;
-        if let Err(e) = file.write_all_at(data, HEADER_SIZE + base) {
-            truncate_back(&file, id, base);
-            return Err(StoreError::io(
-                format!("appending to {}", inner.file_path(id).display()),
-                e,
-            ));
-        }
-        let added = Added {
-            base,
-            len: data.len() as u64,
-            crc,
-            tail_crc,
-        };
-        commit_append(inner, id, &mut st, &file, added, key)
+        apply(inner, &mut st)
+    }
+
+    /// Appends `data`; durable before it returns. With a `key` already in the dedup table nothing
+    /// is written and the saved outcome is returned with `duplicate: true`. Holds the file's state
+    /// mutex throughout (concurrent appends to one file are serialised); for large bodies use
+    /// [`Store::begin_append`]. [`StoreError::Busy`] while a streaming transaction is open.
+    pub fn append(
+        &self,
+        id: FileId,
+        data: &[u8],
+        key: Option<DedupKey>,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.write_once(id, key, |inner, st| {
+            let live = st.live(id)?;
+            let base = live.header.meta.size;
+            let crc = crc32c::crc32c_append(live.header.meta.checksum, data);
+            let tail_crc = crc32c::crc32c(data);
+            let file = inner.open_rw(id)?;
+            if let Err(e) = file.write_all_at(data, HEADER_SIZE + base) {
+                truncate_back(&file, id, base);
+                return Err(StoreError::io(
+                    format!("appending to {}", inner.file_path(id).display()),
+                    e,
+                ));
+            }
+            let added = Added {
+                base,
+                len: data.len() as u64,
+                crc,
+                tail_crc,
+            };
+            commit_append(inner, id, st, &file, added, key)
+        })
     }
 
     /// Replaces the whole content atomically (readers see the old or the new content, never a
@@ -591,38 +607,28 @@ impl Store {
         data: &[u8],
         key: Option<DedupKey>,
     ) -> Result<WriteOutcome, StoreError> {
-        let inner = &self.inner;
-        let state = inner.state(id)?;
-        let mut st = state.lock();
-        if st.writer {
-            return Err(StoreError::Busy(id));
-        }
-        let live = st.live(id)?;
-        if let Some(k) = key
-            && let Some(saved) = live.header.lookup(k)
-        {
-            return Ok(duplicate(saved));
-        }
-        let (tmp_path, tmp) = inner.new_temp(id)?;
-        let result = tmp
-            .write_all_at(data, HEADER_SIZE)
-            .ctx(|| format!("writing {}", tmp_path.display()))
-            .and_then(|()| {
-                commit_put(
-                    inner,
-                    id,
-                    &mut st,
-                    &tmp,
-                    &tmp_path,
-                    data.len() as u64,
-                    crc32c::crc32c(data),
-                    PutCommit::Write(key),
-                )
-            });
-        if result.is_err() {
-            discard_temp(&tmp_path);
-        }
-        result
+        self.write_once(id, key, |inner, st| {
+            let (tmp_path, tmp) = inner.new_temp(id)?;
+            let result = tmp
+                .write_all_at(data, HEADER_SIZE)
+                .ctx(|| format!("writing {}", tmp_path.display()))
+                .and_then(|()| {
+                    commit_put(
+                        inner,
+                        id,
+                        st,
+                        &tmp,
+                        &tmp_path,
+                        data.len() as u64,
+                        crc32c::crc32c(data),
+                        PutCommit::Write(key),
+                    )
+                });
+            if result.is_err() {
+                discard_temp(&tmp_path);
+            }
+            result
+        })
     }
 
     /// Starts a streaming append; the transaction owns the file's writer slot until it is

@@ -24,7 +24,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{
     Added, FILE_SIZE_MAX, FileState, Inner, Live, PutCommit, Status, Store, WRITE_AT_MAX,
-    commit_append, commit_put, discard_temp, duplicate, file_name, now_ms, slot_offset,
+    commit_append, commit_put, discard_temp, file_name, now_ms, slot_offset,
 };
 use crate::crc;
 use crate::error::{IoContext, StoreError};
@@ -67,75 +67,66 @@ impl Store {
         data: &[u8],
         key: Option<DedupKey>,
     ) -> Result<WriteOutcome, StoreError> {
-        let inner = &self.inner;
-        let state = inner.state(id)?;
-        let mut st = state.lock();
-        if st.writer {
-            return Err(StoreError::Busy(id));
-        }
-        let live = st.live(id)?;
-        if let Some(k) = key
-            && let Some(saved) = live.header.lookup(k)
-        {
-            return Ok(duplicate(saved));
-        }
-        let len = data.len() as u64;
-        if len > WRITE_AT_MAX {
-            return Err(StoreError::OutOfRange(format!(
-                "a write at an offset of {len} bytes; at most {WRITE_AT_MAX} are allowed"
-            )));
-        }
-        let end = offset
-            .checked_add(len)
-            .filter(|end| *end <= FILE_SIZE_MAX)
-            .ok_or_else(|| {
-                StoreError::OutOfRange(format!(
-                    "a write of {len} bytes at {offset} would end past the largest file size, \
-                     {FILE_SIZE_MAX} bytes"
-                ))
-            })?;
-        let size = live.header.meta.size;
-        let crc = live.header.meta.checksum;
-        let file = inner.open_rw(id)?;
-        let path = inner.file_path(id);
-        // Whatever an aborted write left past the committed end must not show in a gap.
-        file.set_len(HEADER_SIZE + size)
-            .ctx(|| format!("truncating {}", path.display()))?;
-        if len == 0 || offset >= size {
-            // An append, possibly after a gap of zeros (a hole in the file).
-            let gap = if len == 0 { 0 } else { offset - size };
-            if len > 0 {
-                file.write_all_at(data, HEADER_SIZE + offset)
-                    .ctx(|| format!("writing {}", path.display()))?;
+        self.write_once(id, key, |inner, st| {
+            let live = st.live(id)?;
+            let len = data.len() as u64;
+            if len > WRITE_AT_MAX {
+                return Err(StoreError::OutOfRange(format!(
+                    "a write at an offset of {len} bytes; at most {WRITE_AT_MAX} are allowed"
+                )));
             }
-            let tail_crc = crc32c::crc32c_append(crc::zeros(gap), data);
-            let added = Added {
-                base: size,
-                len: gap + len,
-                crc: crc::combine(crc, tail_crc, gap + len),
-                tail_crc,
-            };
-            return commit_append(inner, id, &mut st, &file, added, key);
-        }
-        // Overwrites `over` bytes in place, appends the rest.
-        let over = usize::try_from((size - offset).min(len)).unwrap_or(data.len());
-        let mut old = vec![0u8; over];
-        file.read_exact_at(&mut old, HEADER_SIZE + offset)
-            .ctx(|| format!("reading {}", path.display()))?;
-        let after = size - offset - over as u64;
-        let new_crc = crc32c::crc32c_append(
-            crc::overwrite(crc, &old, &data[..over], after),
-            &data[over..],
-        );
-        let new_size = size.max(end);
-        let mut header = live.header.clone();
-        let outcome = next_version(&mut header, new_size, new_crc, key);
-        if has_readers(&st) {
-            let change = |tmp: &File| tmp.write_all_at(data, HEADER_SIZE + offset);
-            return copy_and_replace(inner, id, &mut st, size, new_size, change, new_crc, key);
-        }
-        overwrite_in_place(inner, id, &mut st, &file, header, offset, data)?;
-        Ok(outcome)
+            let end = offset
+                .checked_add(len)
+                .filter(|end| *end <= FILE_SIZE_MAX)
+                .ok_or_else(|| {
+                    StoreError::OutOfRange(format!(
+                        "a write of {len} bytes at {offset} would end past the largest file size, \
+                     {FILE_SIZE_MAX} bytes"
+                    ))
+                })?;
+            let size = live.header.meta.size;
+            let crc = live.header.meta.checksum;
+            let file = inner.open_rw(id)?;
+            let path = inner.file_path(id);
+            // Whatever an aborted write left past the committed end must not show in a gap.
+            file.set_len(HEADER_SIZE + size)
+                .ctx(|| format!("truncating {}", path.display()))?;
+            if len == 0 || offset >= size {
+                // An append, possibly after a gap of zeros (a hole in the file).
+                let gap = if len == 0 { 0 } else { offset - size };
+                if len > 0 {
+                    file.write_all_at(data, HEADER_SIZE + offset)
+                        .ctx(|| format!("writing {}", path.display()))?;
+                }
+                let tail_crc = crc32c::crc32c_append(crc::zeros(gap), data);
+                let added = Added {
+                    base: size,
+                    len: gap + len,
+                    crc: crc::combine(crc, tail_crc, gap + len),
+                    tail_crc,
+                };
+                return commit_append(inner, id, st, &file, added, key);
+            }
+            // Overwrites `over` bytes in place, appends the rest.
+            let over = usize::try_from((size - offset).min(len)).unwrap_or(data.len());
+            let mut old = vec![0u8; over];
+            file.read_exact_at(&mut old, HEADER_SIZE + offset)
+                .ctx(|| format!("reading {}", path.display()))?;
+            let after = size - offset - over as u64;
+            let new_crc = crc32c::crc32c_append(
+                crc::overwrite(crc, &old, &data[..over], after),
+                &data[over..],
+            );
+            let new_size = size.max(end);
+            let mut header = live.header.clone();
+            let outcome = next_version(&mut header, new_size, new_crc, key);
+            if has_readers(st) {
+                let change = |tmp: &File| tmp.write_all_at(data, HEADER_SIZE + offset);
+                return copy_and_replace(inner, id, st, size, new_size, change, new_crc, key);
+            }
+            overwrite_in_place(inner, id, st, &file, header, offset, data)?;
+            Ok(outcome)
+        })
     }
 
     /// Sets the size of file `id` to `size`: cuts the end off, or extends the file with
@@ -151,77 +142,61 @@ impl Store {
         size: u64,
         key: Option<DedupKey>,
     ) -> Result<WriteOutcome, StoreError> {
-        let inner = &self.inner;
-        let state = inner.state(id)?;
-        let mut st = state.lock();
-        if st.writer {
-            return Err(StoreError::Busy(id));
-        }
-        let live = st.live(id)?;
-        if let Some(k) = key
-            && let Some(saved) = live.header.lookup(k)
-        {
-            return Ok(duplicate(saved));
-        }
-        if size > FILE_SIZE_MAX {
-            return Err(StoreError::OutOfRange(format!(
-                "a truncation to {size} bytes: the largest file size is {FILE_SIZE_MAX} bytes"
-            )));
-        }
-        let old_size = live.header.meta.size;
-        let crc = live.header.meta.checksum;
-        let file = inner.open_rw(id)?;
-        let path = inner.file_path(id);
-        if size >= old_size {
-            // Extending is an append of zeros (a hole in the file).
-            let added_len = size - old_size;
-            file.set_len(HEADER_SIZE + old_size)
-                .and_then(|()| file.set_len(HEADER_SIZE + size))
-                .ctx(|| format!("extending {}", path.display()))?;
-            let tail_crc = crc::zeros(added_len);
-            let added = Added {
-                base: old_size,
-                len: added_len,
-                crc: crc::combine(crc, tail_crc, added_len),
-                tail_crc,
-            };
-            return commit_append(inner, id, &mut st, &file, added, key);
-        }
-        // Cutting: the checksum of what is kept.
-        let mut new_crc = 0u32;
-        let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(size).unwrap_or(READ_CHUNK))];
-        let mut at = 0u64;
-        while at < size {
-            let n = usize::try_from(size - at).map_or(buf.len(), |left| left.min(buf.len()));
-            file.read_exact_at(&mut buf[..n], HEADER_SIZE + at)
-                .ctx(|| format!("reading {}", path.display()))?;
-            new_crc = crc32c::crc32c_append(new_crc, &buf[..n]);
-            at += n as u64;
-        }
-        if has_readers(&st) {
-            let change = |_: &File| Ok(());
-            return copy_and_replace(inner, id, &mut st, size, size, change, new_crc, key);
-        }
-        let live = st.live(id)?;
-        let mut header = live.header.clone();
-        let outcome = next_version(&mut header, size, new_crc, key);
-        // The new header first (the content is intact until it is durable), then the cut.
-        let slot = 1 - live.slot;
-        let seq = live.seq + 1;
-        write_header(
-            inner,
-            id,
-            &mut st,
-            &file,
-            &encode_slot(seq, &header, None),
-            slot,
-        )?;
-        *st.live(id)? = Live { header, slot, seq };
-        if let Err(e) = file.set_len(HEADER_SIZE + size) {
-            // Committed; recovery cuts the bytes past the size.
-            tracing::warn!(id = %file_name(id), error = %e, "cannot cut a truncated file");
-        }
-        Ok(outcome)
+        self.write_once(id, key, |inner, st| {
+            let live = st.live(id)?;
+            if size > FILE_SIZE_MAX {
+                return Err(StoreError::OutOfRange(format!(
+                    "a truncation to {size} bytes: the largest file size is {FILE_SIZE_MAX} bytes"
+                )));
+            }
+            let old_size = live.header.meta.size;
+            let crc = live.header.meta.checksum;
+            let file = inner.open_rw(id)?;
+            let path = inner.file_path(id);
+            if size >= old_size {
+                // Extending is an append of zeros (a hole in the file).
+                let added_len = size - old_size;
+                file.set_len(HEADER_SIZE + old_size)
+                    .and_then(|()| file.set_len(HEADER_SIZE + size))
+                    .ctx(|| format!("extending {}", path.display()))?;
+                let tail_crc = crc::zeros(added_len);
+                let added = Added {
+                    base: old_size,
+                    len: added_len,
+                    crc: crc::combine(crc, tail_crc, added_len),
+                    tail_crc,
+                };
+                return commit_append(inner, id, st, &file, added, key);
+            }
+            // Cutting: the checksum of what is kept.
+            let mut new_crc = 0u32;
+            let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(size).unwrap_or(READ_CHUNK))];
+            let mut at = 0u64;
+            while at < size {
+                let n = usize::try_from(size - at).map_or(buf.len(), |left| left.min(buf.len()));
+                file.read_exact_at(&mut buf[..n], HEADER_SIZE + at)
+                    .ctx(|| format!("reading {}", path.display()))?;
+                new_crc = crc32c::crc32c_append(new_crc, &buf[..n]);
+                at += n as u64;
+            }
+            if has_readers(st) {
+                let change = |_: &File| Ok(());
+                return copy_and_replace(inner, id, st, size, size, change, new_crc, key);
+            }
+            let live = st.live(id)?;
+            let mut header = live.header.clone();
+            let outcome = next_version(&mut header, size, new_crc, key);
+            // The new header first (the content is intact until it is durable), then the cut.
+            let slot = 1 - live.slot;
+            let seq = live.seq + 1;
+            write_header(inner, id, st, &file, &encode_slot(seq, &header, None), slot)?;
+            *st.live(id)? = Live { header, slot, seq };
+            if let Err(e) = file.set_len(HEADER_SIZE + size) {
+                // Committed; recovery cuts the bytes past the size.
+                tracing::warn!(id = %file_name(id), error = %e, "cannot cut a truncated file");
+            }
+            Ok(outcome)
+        })
     }
 }
 
