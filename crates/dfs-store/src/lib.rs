@@ -71,7 +71,9 @@
 //!   `files/<id>`, sync the directory. Readers see the old or the new file, never a mix. The
 //!   dedup table is carried over.
 //! - **delete**: `rename` `files/<id>` into `tmp/` and sync the directory; a reaper thread
-//!   unlinks it there (freeing a file's blocks can take milliseconds).
+//!   unlinks it there (freeing a file's blocks can take milliseconds). A write that finds the
+//!   disk full waits for the reaper to catch up and tries once more, so the space a delete
+//!   freed is there for the writes after it.
 //! - **write at or past the end, truncate up**: an append (of a gap of zeros, left as a hole,
 //!   then the bytes), with the same order.
 //! - **write below the end** (at most [`WRITE_AT_MAX`] bytes): the bytes are staged past the new

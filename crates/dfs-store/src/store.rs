@@ -9,21 +9,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tracing::{debug, error, info, warn};
 
+use self::reaper::Reaper;
 use crate::error::{IoContext, StoreError};
 use crate::group::GroupSync;
 use crate::header::{
     DedupEntry, HEADER_SIZE, Header, SLOT_SIZE, Slot, Tail, decode_slot, encode_slot,
 };
 use crate::{DedupKey, FileId, FileMeta, NAME_MAX, RecoveryReport, WriteOutcome};
-
-/// Deleted files waiting for the reaper thread; past this, a delete unlinks its own.
-const REAPER_QUEUE: usize = 1024;
 
 /// Where a store lives and how careful it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,9 +104,8 @@ struct Inner {
     fsync: bool,
     /// The group committer every sync goes through (with `fsync` and `group_commit` on).
     group: Option<GroupSync>,
-    /// Deleted files moved into `tmp/`, for the reaper thread to unlink (see
-    /// [`Store::delete`]).
-    reaper: SyncSender<PathBuf>,
+    /// Unlinks deleted files moved into `tmp/` (see [`Store::delete`]).
+    reaper: Reaper,
     files: Mutex<HashMap<FileId, StateRef>>,
     tmp_counter: AtomicU64,
     /// Holds the `LOCK` file's lock for as long as the store (or a transaction) lives.
@@ -117,6 +113,21 @@ struct Inner {
 }
 
 impl Inner {
+    /// `file.write_all_at(data, offset)` for bytes that may need new blocks: on a full disk
+    /// it waits for the reaper to unlink what deletes left it (their blocks are still in
+    /// use until then) and tries once more.
+    fn write_new(&self, file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+        match file.write_all_at(data, offset) {
+            Err(e) if e.kind() == ErrorKind::StorageFull => {
+                if !self.reaper.wait_caught_up(reaper::CATCH_UP_WAIT) {
+                    return Err(e);
+                }
+                file.write_all_at(data, offset)
+            }
+            other => other,
+        }
+    }
+
     fn file_path(&self, id: FileId) -> PathBuf {
         self.files_dir.join(file_name(id))
     }
@@ -379,20 +390,8 @@ impl Store {
         } else {
             None
         };
-        let (reaper, doomed) = std::sync::mpsc::sync_channel::<PathBuf>(REAPER_QUEUE);
-        std::thread::Builder::new()
-            .name("dfs-store-reaper".into())
-            .spawn(move || {
-                // Ends when the store is dropped (its sender with it).
-                for path in doomed {
-                    if let Err(e) = fs::remove_file(&path)
-                        && e.kind() != ErrorKind::NotFound
-                    {
-                        warn!(path = %path.display(), error = %e, "cannot remove a deleted file");
-                    }
-                }
-            })
-            .map_err(|e| StoreError::io("starting the reaper thread", e))?;
+        let reaper =
+            Reaper::start().map_err(|e| StoreError::io("starting the reaper thread", e))?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir,
@@ -457,7 +456,8 @@ impl Store {
         let result = (|| {
             let (tmp_path, tmp) = inner.new_temp(id)?;
             let written = (|| {
-                tmp.write_all_at(&fresh_header_image(1, &header), 0)
+                inner
+                    .write_new(&tmp, &fresh_header_image(1, &header), 0)
                     .ctx(|| format!("writing {}", tmp_path.display()))?;
                 inner
                     .sync_file(&tmp)
@@ -581,7 +581,7 @@ impl Store {
             let crc = crc32c::crc32c_append(live.header.meta.checksum, data);
             let tail_crc = crc32c::crc32c(data);
             let file = inner.open_rw(id)?;
-            if let Err(e) = file.write_all_at(data, HEADER_SIZE + base) {
+            if let Err(e) = inner.write_new(&file, data, HEADER_SIZE + base) {
                 truncate_back(&file, id, base);
                 return Err(StoreError::io(
                     format!("appending to {}", inner.file_path(id).display()),
@@ -609,8 +609,8 @@ impl Store {
     ) -> Result<WriteOutcome, StoreError> {
         self.write_once(id, key, |inner, st| {
             let (tmp_path, tmp) = inner.new_temp(id)?;
-            let result = tmp
-                .write_all_at(data, HEADER_SIZE)
+            let result = inner
+                .write_new(&tmp, data, HEADER_SIZE)
                 .ctx(|| format!("writing {}", tmp_path.display()))
                 .and_then(|()| {
                     commit_put(
@@ -753,12 +753,7 @@ impl Store {
         let n = inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let doomed = inner.tmp_dir.join(format!("{}.{n}.deleted", file_name(id)));
         match fs::rename(&path, &doomed) {
-            Ok(()) => {
-                if let Err(TrySendError::Full(doomed)) = inner.reaper.try_send(doomed) {
-                    // The reaper is behind: unlink here, so that its queue stays bounded.
-                    let _ = fs::remove_file(doomed);
-                }
-            }
+            Ok(()) => inner.reaper.hand_over(doomed),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 warn!(id = %file_name(id), "data file already missing at delete");
             }
@@ -949,7 +944,8 @@ fn commit_put(
         duplicate: false,
     };
     let seq = live.seq + 1;
-    tmp.write_all_at(&fresh_header_image(seq, &header), 0)
+    inner
+        .write_new(tmp, &fresh_header_image(seq, &header), 0)
         .ctx(|| format!("writing {}", tmp_path.display()))?;
     inner
         .sync_file(tmp)
@@ -1196,7 +1192,7 @@ impl AppendTxn {
             return Err(failed_txn(self.id));
         }
         let offset = HEADER_SIZE + self.base + self.written;
-        if let Err(e) = self.file.write_all_at(data, offset) {
+        if let Err(e) = self.inner.write_new(&self.file, data, offset) {
             self.failed = true;
             return Err(StoreError::io(
                 format!("appending to {}", self.inner.file_path(self.id).display()),
@@ -1294,7 +1290,7 @@ impl PutTxn {
             return Err(failed_txn(self.id));
         }
         let offset = HEADER_SIZE + self.written;
-        if let Err(e) = self.file.write_all_at(data, offset) {
+        if let Err(e) = self.inner.write_new(&self.file, data, offset) {
             self.failed = true;
             return Err(StoreError::io(
                 format!("writing {}", self.tmp_path.display()),
@@ -1465,5 +1461,6 @@ impl Snapshot {
 }
 
 mod inplace;
+mod reaper;
 #[cfg(test)]
 mod tests;

@@ -95,7 +95,8 @@ impl Store {
                 // An append, possibly after a gap of zeros (a hole in the file).
                 let gap = if len == 0 { 0 } else { offset - size };
                 if len > 0 {
-                    file.write_all_at(data, HEADER_SIZE + offset)
+                    inner
+                        .write_new(&file, data, HEADER_SIZE + offset)
                         .ctx(|| format!("writing {}", path.display()))?;
                 }
                 let tail_crc = crc32c::crc32c_append(crc::zeros(gap), data);
@@ -121,7 +122,7 @@ impl Store {
             let mut header = live.header.clone();
             let outcome = next_version(&mut header, new_size, new_crc, key);
             if has_readers(st) {
-                let change = |tmp: &File| tmp.write_all_at(data, HEADER_SIZE + offset);
+                let change = |tmp: &File| inner.write_new(tmp, data, HEADER_SIZE + offset);
                 return copy_and_replace(inner, id, st, size, new_size, change, new_crc, key);
             }
             overwrite_in_place(inner, id, st, &file, header, offset, data)?;
@@ -268,7 +269,8 @@ fn overwrite_in_place(
     let path = inner.file_path(id);
     let staged = header.meta.size;
     // 1. Stage.
-    file.write_all_at(data, HEADER_SIZE + staged)
+    inner
+        .write_new(file, data, HEADER_SIZE + staged)
         .and_then(|()| crash_point(1))
         .ctx(|| format!("staging a write in {}", path.display()))?;
     // 2. Commit the redo.

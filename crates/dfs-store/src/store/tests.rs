@@ -1237,3 +1237,83 @@ fn a_crash_during_a_truncation_leaves_old_or_new() {
         assert_content(&store, 1, want);
     }
 }
+
+/// A tmpfs of a fixed size (root only), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(path.to_owned()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Waits until `cond` holds, for at most 10 seconds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_write_on_a_full_disk_waits_for_the_space_a_delete_freed() {
+    let dir = TempDir::new().expect("tempdir");
+    let _tmpfs = match Tmpfs::mount(dir.path(), "1m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: a small tmpfs cannot be mounted here (needs root): {why}");
+            return;
+        }
+    };
+    let (store, _) = open_in(&dir, true);
+    let big = vec![7u8; 600 << 10];
+    store.create(1, "big").expect("create");
+    store.create(2, "next").expect("create");
+    store
+        .put(1, &big, None)
+        .expect("put fills most of the disk");
+    // With nothing deleted, the second file does not fit.
+    let err = store.append(2, &big, None).expect_err("a full disk");
+    assert!(err.is_no_space(), "{err}");
+    assert_eq!(store.meta(2).expect("meta").size, 0);
+
+    // The reaper is held back: the deleted file's blocks stay in use until it unlinks it.
+    let paused = store.inner.reaper.pause();
+    store.delete(1).expect("delete");
+    assert_eq!(store.inner.reaper.backlog(), (1, 0));
+    let writer = {
+        let store = store.clone();
+        let big = big.clone();
+        std::thread::spawn(move || store.append(2, &big, None))
+    };
+    wait_until("the append waits for the reaper", || {
+        store.inner.reaper.backlog() == (1, 1)
+    });
+    drop(paused);
+    let outcome = writer
+        .join()
+        .expect("writer thread")
+        .expect("the append fits once the deleted file is unlinked");
+    assert_eq!(outcome.size, big.len() as u64);
+    assert_eq!(store.read(2).expect("read"), big);
+    assert_eq!(store.inner.reaper.backlog(), (0, 0));
+}
