@@ -134,6 +134,16 @@ impl LocalCluster {
         Client::with_config(ClientConfig::new(self.addrs())).await
     }
 
+    /// Shuts node `id` down alone (its data directory is kept), as a crashed or stopped
+    /// server would go away; the others go on without it. Whether it was running.
+    pub async fn stop(&mut self, id: u64) -> bool {
+        let Some(at) = self.nodes.iter().position(|n| n.engine().node_id() == id) else {
+            return false;
+        };
+        self.nodes.remove(at).shutdown().await;
+        true
+    }
+
     /// Shuts every node down, all at once.
     pub async fn shutdown(self) {
         join_all(self.nodes.into_iter().map(Node::shutdown)).await;

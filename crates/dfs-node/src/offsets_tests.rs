@@ -26,7 +26,11 @@ fn copies(cluster: &LocalCluster, name: &str) -> Vec<(u64, Vec<u8>, u64, u32)> {
         .map()
         .lookup(name)
         .expect("the map has the file");
-    assert_eq!(placement.replicas.len(), 3, "no replica left the set");
+    assert_eq!(
+        placement.replicas.len(),
+        cluster.nodes().len(),
+        "every running node holds a replica"
+    );
     cluster
         .nodes()
         .iter()
@@ -214,6 +218,91 @@ async fn a_retried_write_at_or_truncate_is_applied_once_through_any_node() {
         assert_eq!((again.version, again.size), (3, 4));
     }
     assert_replicas(&cluster, "f", b"0123++", 4);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_at_or_truncate_retried_on_the_new_primary_after_failover_is_applied_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cluster, c) = cluster(dir.path()).await;
+    c.append("f", "0123456789").await.expect("append");
+    let primary = cluster.nodes()[0]
+        .engine()
+        .map()
+        .lookup("f")
+        .expect("the map has the file")
+        .replicas[0];
+    let primary_addr = cluster.addrs()[primary as usize - 1].clone();
+    let tag = |seq| {
+        Some(OpTag {
+            client_id: 0xbeef,
+            seq,
+        })
+    };
+    let write = Op::Write {
+        name: "f".into(),
+        offset: 2,
+        body: Body {
+            data: Bytes::from_static(b"ab"),
+            more: false,
+        },
+        tag: tag(1),
+        cond: Condition::NONE,
+    };
+    let truncate = Op::Truncate {
+        name: "f".into(),
+        size: 6,
+        tag: tag(2),
+        cond: Condition::NONE,
+    };
+    // Both applied by the primary, which then goes away: as if their answers were lost
+    // with it, and the client retries them on whichever node took the file over.
+    let wrote = send(&primary_addr, write.clone()).await;
+    assert_eq!((wrote.version, wrote.size, wrote.duplicate), (2, 10, false));
+    let cut = send(&primary_addr, truncate.clone()).await;
+    assert_eq!((cut.version, cut.size, cut.duplicate), (3, 6, false));
+    assert!(cluster.stop(primary).await, "node {primary} was running");
+
+    // Another client writes over the same bytes through the new primary first.
+    c.write_at("f", 0, "XYZW")
+        .await
+        .expect("a write after the failover");
+    c.append("f", "++")
+        .await
+        .expect("an append after the failover");
+    let now = cluster.nodes()[0]
+        .engine()
+        .map()
+        .lookup("f")
+        .expect("the map has the file");
+    assert!(
+        !now.replicas.contains(&primary),
+        "node {primary} is gone, yet the file's replicas are {:?}",
+        now.replicas
+    );
+    let want: &[u8] = b"XYZW45++";
+    let version = 5;
+
+    // The retries, through every node left: answered with the first outcomes, applied
+    // neither again (the write would put "ab" back, the truncate would cut the "++").
+    for addr in cluster.addrs() {
+        let again = send(&addr, write.clone()).await;
+        assert!(again.duplicate, "write retried through {addr}");
+        assert_eq!(
+            (again.version, again.size, again.checksum),
+            (wrote.version, wrote.size, wrote.checksum),
+            "write retried through {addr}"
+        );
+        let again = send(&addr, truncate.clone()).await;
+        assert!(again.duplicate, "truncate retried through {addr}");
+        assert_eq!(
+            (again.version, again.size, again.checksum),
+            (cut.version, cut.size, cut.checksum),
+            "truncate retried through {addr}"
+        );
+    }
+    assert_eq!(c.read("f", 0, None).await.expect("read"), want);
+    assert_replicas(&cluster, "f", want, version);
     cluster.shutdown().await;
 }
 
