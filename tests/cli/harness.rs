@@ -669,6 +669,73 @@ impl Drop for Cluster {
     }
 }
 
+/// Three `dfs-server` processes (nodes [`IDS`]) on fresh ports, started with `extra`
+/// flags (a secret, tokens, TLS), keeping R = `replication` replicas, their data and logs
+/// in `dir`. Not a [`Cluster`]: its clients need the flags too. Returns the nodes and the
+/// addresses for `--servers`. Run the test in [`then_kill`].
+pub(crate) fn spawn_flagged(
+    dir: &Path,
+    replication: usize,
+    extra: &[String],
+) -> (Vec<Node>, String) {
+    let ports = free_ports(IDS.len());
+    let members = IDS
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Node> = IDS
+        .iter()
+        .zip(&ports)
+        .map(|(&id, port)| Node {
+            id,
+            addr: format!("127.0.0.1:{port}"),
+            data_dir: dir.join(format!("node{id}")),
+            log: dir.join(format!("node{id}.log")),
+            child: None,
+        })
+        .collect();
+    for node in &mut nodes {
+        node.spawn(&members, replication, extra);
+    }
+    let servers = nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    (nodes, servers)
+}
+
+/// Waits until `status` (a `dfs-client --json status` run) shows every node up.
+pub(crate) fn wait_all_up(status: impl Fn() -> Output) {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        let out = status();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.matches("\"up\":true").count() == IDS.len() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready: {}", stderr(&out));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Runs `test`, then kills every node; if it panicked, prints their logs' tails and
+/// panics on.
+pub(crate) fn then_kill(nodes: &mut [Node], test: impl FnOnce() + std::panic::UnwindSafe) {
+    let result = std::panic::catch_unwind(test);
+    for node in nodes.iter_mut() {
+        node.kill9();
+    }
+    if let Err(panic) = result {
+        for node in nodes.iter() {
+            eprintln!("{}", node.log_tail());
+        }
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// `n` distinct free loopback ports (held at once, so no two are the same).
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)

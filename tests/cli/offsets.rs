@@ -4,11 +4,10 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, IDS, Node, POLL, START_DEADLINE, free_ports, stderr};
+use crate::harness::{Cluster, IDS, Node, spawn_flagged, stderr, then_kill, wait_all_up};
 use crate::util::client_cmd;
 
 /// Where every data file's content starts (two 4 KiB header slots before it).
@@ -237,32 +236,7 @@ fn a_read_only_token_may_neither_write_at_an_offset_nor_truncate() {
         "--secret-file".to_owned(),
         secret.to_str().expect("utf-8").to_owned(),
     ];
-    let ports = free_ports(IDS.len());
-    let members = IDS
-        .iter()
-        .zip(&ports)
-        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<Node> = IDS
-        .iter()
-        .zip(&ports)
-        .map(|(&id, port)| Node {
-            id,
-            addr: format!("127.0.0.1:{port}"),
-            data_dir: dir.join(format!("node{id}")),
-            log: dir.join(format!("node{id}.log")),
-            child: None,
-        })
-        .collect();
-    for node in &mut nodes {
-        node.spawn(&members, 3, &extra);
-    }
-    let servers = nodes
-        .iter()
-        .map(|n| n.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut nodes, servers) = spawn_flagged(dir, 3, &extra);
     let client = |token: &str, args: &[&str]| {
         client_cmd(&servers)
             .env("DFS_TOKEN", token)
@@ -270,17 +244,8 @@ fn a_read_only_token_may_neither_write_at_an_offset_nor_truncate() {
             .output()
             .expect("run dfs-client")
     };
-    let result = std::panic::catch_unwind(|| {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let out = client(&admin, &["--json", "status"]);
-            let text = String::from_utf8_lossy(&out.stdout);
-            if out.status.success() && text.matches("\"up\":true").count() == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not ready: {}", stderr(&out));
-            std::thread::sleep(POLL);
-        }
+    then_kill(&mut nodes, || {
+        wait_all_up(|| client(&admin, &["--json", "status"]));
         ok(client(&admin, &["write", "f", "hello"]), "admin appends");
         let local = dir.join("x");
         std::fs::write(&local, b"XX").expect("local file");
@@ -304,13 +269,4 @@ fn a_read_only_token_may_neither_write_at_an_offset_nor_truncate() {
         let out = ok(client(&reader, &["read", "f"]), "reader reads");
         assert_eq!(out.stdout, b"hXXl");
     });
-    for node in &mut nodes {
-        node.kill9();
-    }
-    if let Err(panic) = result {
-        for node in &nodes {
-            eprintln!("{}", node.log_tail());
-        }
-        std::panic::resume_unwind(panic);
-    }
 }

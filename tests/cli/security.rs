@@ -3,9 +3,8 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Instant;
 
-use crate::harness::{IDS, Node, POLL, START_DEADLINE, free_ports, stderr};
+use crate::harness::{spawn_flagged, stderr, then_kill, wait_all_up};
 use crate::util::client_cmd;
 
 fn server_tool(args: &[&str]) -> Output {
@@ -81,32 +80,7 @@ fn a_cluster_with_a_secret_tokens_and_tls_serves_only_those_who_belong() {
         path(&certs.join("ca.pem")),
     ]
     .into();
-    let ports = free_ports(IDS.len());
-    let members = IDS
-        .iter()
-        .zip(&ports)
-        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<Node> = IDS
-        .iter()
-        .zip(&ports)
-        .map(|(&id, port)| Node {
-            id,
-            addr: format!("127.0.0.1:{port}"),
-            data_dir: dir.join(format!("node{id}")),
-            log: dir.join(format!("node{id}.log")),
-            child: None,
-        })
-        .collect();
-    for node in &mut nodes {
-        node.spawn(&members, 2, &extra);
-    }
-    let servers = nodes
-        .iter()
-        .map(|n| n.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut nodes, servers) = spawn_flagged(dir, 2, &extra);
     let ca = path(&certs.join("ca.pem"));
     let client = |token: Option<&str>, tls: bool, args: &[&str]| {
         let mut cmd = client_cmd(&servers);
@@ -118,18 +92,9 @@ fn a_cluster_with_a_secret_tokens_and_tls_serves_only_those_who_belong() {
         }
         cmd.args(args).output().expect("run dfs-client")
     };
-    let result = std::panic::catch_unwind(|| {
+    then_kill(&mut nodes, || {
         // Ready: every node up, seen through TLS with the admin token.
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let out = client(Some(&admin), true, &["--json", "status"]);
-            let text = String::from_utf8_lossy(&out.stdout);
-            if out.status.success() && text.matches("\"up\":true").count() == 3 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "not ready: {}", stderr(&out));
-            std::thread::sleep(POLL);
-        }
+        wait_all_up(|| client(Some(&admin), true, &["--json", "status"]));
         let out = client(Some(&admin), true, &["write", "f", "hello"]);
         assert!(out.status.success(), "{}", stderr(&out));
         let out = client(Some(&reader), true, &["read", "f"]);
@@ -168,13 +133,4 @@ fn a_cluster_with_a_secret_tokens_and_tls_serves_only_those_who_belong() {
         server_tool(&["token", "remove", "reader", "--tokens-file", &tokens]);
         refused(client(Some(&reader), true, &["read", "f"]), "not valid");
     });
-    for node in &mut nodes {
-        node.kill9();
-    }
-    if let Err(panic) = result {
-        for node in &nodes {
-            eprintln!("{}", node.log_tail());
-        }
-        std::panic::resume_unwind(panic);
-    }
 }
