@@ -27,7 +27,7 @@ fn run(seed: u64) -> SimReport {
     run_with(seed, &writes_only())
 }
 
-/// Appends, puts and reads under faults.
+/// Appends, puts, reads, writes at an offset and truncations under faults.
 fn writes_only() -> SimConfig {
     SimConfig {
         deletes: false,
