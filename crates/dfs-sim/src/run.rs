@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use dfs_check::{ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
+use dfs_check::{Completion, ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
 use dfs_client::{Client, ClientConfig, ClientError, Condition, LockMode};
 use dfs_node::{Member, Node, NodeConfig};
 
@@ -113,6 +113,10 @@ pub struct SimReport {
     pub increments: u64,
     /// The lockers' writes refused for a stale fencing token.
     pub fenced: u64,
+    /// Writes at an offset in the history, and how many of them were acknowledged.
+    pub writes_at: (usize, usize),
+    /// Truncations in the history, and how many of them were acknowledged.
+    pub truncates: (usize, usize),
 }
 
 /// Why a run failed, with what is needed to replay and debug it.
@@ -523,6 +527,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
             fingerprint: fingerprint(&history),
             increments: tally.acked.get(),
             fenced: tally.fenced.get(),
+            writes_at: tally_ops(&history, |op| matches!(op, Op::WriteAt { .. })),
+            truncates: tally_ops(&history, |op| matches!(op, Op::Truncate { .. })),
         }),
         other => Err(fail(format!("{other}"), &faults)),
     }
@@ -595,15 +601,15 @@ impl Drop for SimThread {
     }
 }
 
-/// Mixes the seed into the stream of each client's [`reshape`] choices.
+/// XORed into a client's stream seed to seed its [`reshape`] choices.
 const SHAPES: u64 = 0x7772_6974_655f_6174;
 
 /// Turns some of a client's operations into writes at an offset and truncations: of the
 /// appends, one in five becomes a `write_at` of `<client.seq>` at an offset in `0..64`
 /// (inside the file or a little past its end, as files hold a few dozen bytes); of the
 /// reads, one in six becomes a `truncate` to a size in `0..48`. The choices come from
-/// `shapes`, a stream of the client's own drawn once per operation, so the main stream,
-/// and with it the rest of the workload and the fault schedule, is what it was before.
+/// `shapes`, a stream of the client's own drawn twice per operation, so the main streams
+/// (which operation, on which file, when; the fault schedule) draw what they drew before.
 fn reshape(op: Op, shapes: &mut Rng, client: usize, seq: usize) -> Op {
     let (roll, n) = (shapes.below(30), shapes.next());
     match op {
@@ -786,6 +792,16 @@ fn outcome(result: Result<Ret, ClientError>) -> Outcome {
 fn record(history: &RefCell<History>, id: OpId, outcome: Outcome) {
     // The id comes from this history's own invoke: completing it cannot fail.
     let _ = history.borrow_mut().complete(id, outcome);
+}
+
+/// How many operations of the history `kind` selects, and how many of those succeeded.
+fn tally_ops(history: &History, kind: impl Fn(&Op) -> bool) -> (usize, usize) {
+    let selected = history.entries().iter().filter(|e| kind(&e.op));
+    let acked = selected
+        .clone()
+        .filter(|e| matches!(e.completion, Completion::Ok { .. }))
+        .count();
+    (selected.count(), acked)
 }
 
 /// FNV-1a over the history's events, in order.

@@ -23,6 +23,11 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Adds two (operations, acknowledged) tallies.
+fn add(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
 fn run(seed: u64) -> SimReport {
     run_with(seed, &writes_only())
 }
@@ -88,13 +93,20 @@ fn seeded_runs_under_faults_stay_linearizable() {
     let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
     let count = env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS);
     let (mut ops, mut unknown, mut faults) = (0, 0, 0);
+    let (mut writes_at, mut truncates) = ((0, 0), (0, 0));
     for seed in first..first + count {
         let report = run(seed);
         ops += report.ops;
         unknown += report.unknown;
         faults += report.faults.len();
+        writes_at = add(writes_at, report.writes_at);
+        truncates = add(truncates, report.truncates);
     }
-    println!("{count} seeds: {ops} operations ({unknown} unknown), {faults} fault events");
+    println!(
+        "{count} seeds: {ops} operations ({unknown} unknown; {} writes at an offset, {} \
+         acknowledged; {} truncations, {} acknowledged), {faults} fault events",
+        writes_at.0, writes_at.1, truncates.0, truncates.1
+    );
 }
 
 #[test]
@@ -111,12 +123,19 @@ fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
     let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
     let count = env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS);
     let (mut ops, mut faults) = (0, 0);
+    let (mut writes_at, mut truncates) = ((0, 0), (0, 0));
     for seed in first..first + count {
         let report = run_with(seed, &SimConfig::default());
         ops += report.ops;
         faults += report.faults.len();
+        writes_at = add(writes_at, report.writes_at);
+        truncates = add(truncates, report.truncates);
     }
-    println!("{count} seeds with creates and deletes: {ops} operations, {faults} fault events");
+    println!(
+        "{count} seeds with creates and deletes: {ops} operations ({} writes at an offset, {} \
+         acknowledged; {} truncations, {} acknowledged), {faults} fault events",
+        writes_at.0, writes_at.1, truncates.0, truncates.1
+    );
 }
 
 /// The default workload with message loss and disk loss among the faults.
