@@ -81,22 +81,22 @@
 //!    append costs O(its own bytes) and no file content is ever copied during the search.
 //!    A piece is a slice of an operation's data or a run of zero bytes (never
 //!    materialized, so a `truncate` to a huge size costs nothing); a `write_at` or a
-//!    cutting `truncate` shares the pieces before the change and re-links the rest, which
-//!    costs O(the bytes it writes + the pieces after it + the bytes of the one or two
-//!    pieces it splits). Hash matches are confirmed by an exact byte comparison, so the
-//!    memoization never conflates two different contents. Once every read that returned a
-//!    value has been linearized, nothing still to come can see the bytes (an append's
-//!    offset and the size a `write_at` or `truncate` leaves depend only on the length), so
-//!    from then on contents of equal length count as the same state.
+//!    cutting `truncate` shares the pieces before the change and re-links the pieces after
+//!    it, which costs O(the bytes it writes + the pieces after it + the bytes of the one or
+//!    two pieces it cuts); a `write_at` at or past the end is an append. Hash matches are
+//!    confirmed by an exact byte comparison, so the memoization never conflates two
+//!    different contents. Once every read that returned a value has been linearized,
+//!    nothing still to come can see the bytes (an append's offset and the size a
+//!    `write_at` or `truncate` leaves depend only on the length), so from then on contents
+//!    of equal length count as the same state.
 //! 4. **Read-prefix pruning** (specific to this model). Between two *rewrites* (a `put`, a
 //!    `delete`, a `write_at` or a `truncate`), a file only grows. So when the next read
 //!    still to be linearized (the one that responded first) returned a value that does not
 //!    start with the current content, and no rewrite not yet linearized (and not seen to
 //!    fail) was invoked before that read responded, the configuration is dead and is
-//!    abandoned at once. This pins the order of concurrent
-//!    appends as they are linearized, instead of discovering a wrong order only when the
-//!    read is reached: without it, appends recorded without offsets between two reads make
-//!    the search exponential.
+//!    abandoned at once. This pins the order of concurrent appends as they are linearized,
+//!    instead of discovering a wrong order only when the read is reached: without it,
+//!    appends recorded without offsets between two reads make the search exponential.
 //!
 //! Operations that cannot affect the outcome are dropped first: reads with an unknown
 //! outcome and `Rejected` failures.
@@ -113,12 +113,13 @@
 //! clients on 3 files check in about a millisecond. The expensive case is many operations
 //! of unknown outcome on one file: each may take effect at any later point or never, and
 //! unknown rewrites (`put`, `delete`, `write_at`, `truncate`) also switch the read-prefix
-//! pruning off until they are linearized; proving that such a history is *not* linearizable can mean trying a number
-//! of orders exponential in them. The search is therefore bounded by
-//! [`CheckOptions::max_steps_per_file`] (a step is a fraction of a microsecond); past it
-//! the verdict is [`Verdict::Inconclusive`], never an endless loop. To keep checks decisive:
-//! record append offsets and `write_at`/`truncate` sizes, read every file at the end of a run, and let the client's
-//! exactly-once retries turn timeouts into definite outcomes where the test allows.
+//! pruning off until they are linearized; proving that such a history is *not*
+//! linearizable can mean trying a number of orders exponential in them. The search is
+//! therefore bounded by [`CheckOptions::max_steps_per_file`] (a step is a fraction of a
+//! microsecond); past it the verdict is [`Verdict::Inconclusive`], never an endless loop.
+//! To keep checks decisive: record append offsets and `write_at`/`truncate` sizes, read
+//! every file at the end of a run, and let the client's exactly-once retries turn timeouts
+//! into definite outcomes where the test allows.
 //!
 //! # Example
 //!

@@ -227,16 +227,23 @@ impl<'h> Content<'h> {
         Content::default()
     }
 
-    /// The chunks holding the bytes from `n` on (`n <= len`), in order.
-    fn suffix(&self, n: u64) -> Vec<Chunk<'h>> {
+    /// The chunks holding the bytes from `n` on (`n <= len`), in order, each with its hash
+    /// and `BASE^len`. A whole piece's hash comes from the running hashes (`hash(piece) =
+    /// hash(up to it) - hash(before it) * BASE^len`), without reading its bytes; only the
+    /// piece cut at `n` is hashed anew.
+    fn suffix(&self, n: u64) -> Vec<(Chunk<'h>, (u64, u64))> {
         let mut chunks = Vec::new();
         let mut piece = self.0.as_deref();
         while let Some(p) = piece.filter(|p| p.len > n) {
             let start = p.start();
             if start >= n {
-                chunks.push(p.chunk);
+                let pow = pow(p.chunk.len());
+                let before = p.prev.as_ref().map_or(0, |q| q.hash);
+                let hash = p.hash.wrapping_sub(before.wrapping_mul(pow));
+                chunks.push((p.chunk, (hash, pow)));
             } else {
-                chunks.push(p.chunk.slice(n - start, p.chunk.len()));
+                let chunk = p.chunk.slice(n - start, p.chunk.len());
+                chunks.push((chunk, chunk.hash_pow()));
             }
             piece = p.prev.as_deref();
         }
@@ -256,8 +263,8 @@ impl<'h> Content<'h> {
         let end = offset + data.bytes.len() as u64;
         let mut content = self.prefix(offset).append(data);
         if end < len {
-            for chunk in self.suffix(end) {
-                content = content.push(chunk, chunk.hash_pow());
+            for (chunk, hash_pow) in self.suffix(end) {
+                content = content.push(chunk, hash_pow);
             }
         }
         content

@@ -297,8 +297,8 @@ impl<'h> Memo<'h> {
     /// read that returned a value is left to linearize, since then no operation still to
     /// come can tell two such contents apart: an append's offset and the size a
     /// `write_at` or a `truncate` leaves depend only on the length, and every operation
-    /// leaves contents of equal length equally long. Whether that holds depends only on the linearized set, so entries for the same set
-    /// are always compared the same way.
+    /// leaves contents of equal length equally long. Whether that holds depends only on
+    /// the linearized set, so entries for the same set are always compared the same way.
     fn insert(
         &mut self,
         linearized: &Linearized,
