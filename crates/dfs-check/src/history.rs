@@ -33,6 +33,22 @@ pub enum Op {
     /// Replace the whole content with the bytes, creating the file if missing. Never fails
     /// in the model.
     Put(Vec<u8>),
+    /// Write the bytes at `offset`, overwriting what is there; a write past the end fills
+    /// the gap with zero bytes, and the size becomes `max(size, offset + data.len())`.
+    /// Fails with [`ErrorKind::NotFound`] if the file is absent (unlike an append, it
+    /// does not create it).
+    WriteAt {
+        /// Where the bytes go.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Set the size: cut the end off, or extend with zero bytes. Fails with
+    /// [`ErrorKind::NotFound`] if the file is absent.
+    Truncate {
+        /// The new size.
+        size: u64,
+    },
     /// Read the whole content; fails with [`ErrorKind::NotFound`] if the file is absent.
     Read,
     /// Delete the file; fails with [`ErrorKind::NotFound`] if it is absent.
@@ -46,6 +62,8 @@ impl Op {
             Op::Create => "create",
             Op::Append(_) => "append",
             Op::Put(_) => "put",
+            Op::WriteAt { .. } => "write_at",
+            Op::Truncate { .. } => "truncate",
             Op::Read => "read",
             Op::Delete => "delete",
         }
@@ -59,6 +77,10 @@ impl Op {
                 Op::Create | Op::Put(_) | Op::Delete | Op::Append(_),
                 Ret::Done
             ) | (Op::Append(_), Ret::Appended { .. })
+                | (
+                    Op::WriteAt { .. } | Op::Truncate { .. },
+                    Ret::Done | Ret::Size(_)
+                )
                 | (Op::Read, Ret::Value(_))
         )
     }
@@ -68,6 +90,8 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Append(data) | Op::Put(data) => write!(f, "{} {}", self.name(), Bytes(data)),
+            Op::WriteAt { offset, data } => write!(f, "write_at {offset} {}", Bytes(data)),
+            Op::Truncate { size } => write!(f, "truncate to {size}"),
             _ => f.write_str(self.name()),
         }
     }
@@ -76,8 +100,9 @@ impl fmt::Display for Op {
 /// What a successful operation returned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Ret {
-    /// A `create`, `put`, `delete` or `append` succeeded (for an append: without saying
-    /// where its bytes landed).
+    /// A `create`, `put`, `delete`, `append`, `write_at` or `truncate` succeeded (for an
+    /// append: without saying where its bytes landed; for a `write_at` or a `truncate`:
+    /// without saying the size it left).
     Done,
     /// An `append` succeeded and its bytes start at `offset` (the file's size just before
     /// it). From a dfs `WriteAck`: `ack.size - data.len()`.
@@ -85,6 +110,10 @@ pub enum Ret {
         /// Where the appended bytes start.
         offset: u64,
     },
+    /// A `write_at` or a `truncate` succeeded and left the file this many bytes long. From
+    /// a dfs `WriteAck`: `ack.size` (for a `write_at`, `max(old size, offset + len)`; for
+    /// a `truncate`, the size asked for).
+    Size(u64),
     /// A `read` returned this content.
     Value(Vec<u8>),
 }
@@ -94,6 +123,7 @@ impl fmt::Display for Ret {
         match self {
             Ret::Done => f.write_str("ok"),
             Ret::Appended { offset } => write!(f, "ok at offset {offset}"),
+            Ret::Size(size) => write!(f, "ok, size {size}"),
             Ret::Value(data) => write!(f, "{}", Bytes(data)),
         }
     }
@@ -102,7 +132,8 @@ impl fmt::Display for Ret {
 /// A definite failure reported by the store: the operation did not change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorKind {
-    /// The file did not exist (`read`, `delete`). Checked against the model.
+    /// The file did not exist (`read`, `delete`, `write_at`, `truncate`). Checked against
+    /// the model.
     NotFound,
     /// The file already existed (`create`). Checked against the model.
     AlreadyExists,
@@ -507,21 +538,37 @@ impl From<History> for SharedHistory {
 /// Bytes for messages: a quoted, escaped string, shortened when long.
 pub(crate) struct Bytes<'a>(pub &'a [u8]);
 
+impl Bytes<'_> {
+    /// The longest value shown whole.
+    pub(crate) const SHOWN: usize = 48;
+    /// The bytes of the end shown of a longer value (after `SHOWN - TAIL` of its start).
+    pub(crate) const TAIL: usize = 16;
+
+    /// Shows a value longer than [`SHOWN`](Self::SHOWN) bytes by its `head` and `tail`.
+    pub(crate) fn fmt_long(
+        f: &mut fmt::Formatter<'_>,
+        head: &[u8],
+        tail: &[u8],
+        len: u64,
+    ) -> fmt::Result {
+        write!(
+            f,
+            "\"{}…{}\" ({len} bytes)",
+            head.escape_ascii(),
+            tail.escape_ascii()
+        )
+    }
+}
+
 impl fmt::Display for Bytes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 48;
         let data = self.0;
-        if data.len() <= SHOWN {
+        if data.len() <= Self::SHOWN {
             write!(f, "\"{}\"", data.escape_ascii())
         } else {
-            let tail = &data[data.len() - 16..];
-            write!(
-                f,
-                "\"{}…{}\" ({} bytes)",
-                data[..SHOWN - 16].escape_ascii(),
-                tail.escape_ascii(),
-                data.len()
-            )
+            let head = &data[..Self::SHOWN - Self::TAIL];
+            let tail = &data[data.len() - Self::TAIL..];
+            Self::fmt_long(f, head, tail, data.len() as u64)
         }
     }
 }

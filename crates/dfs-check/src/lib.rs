@@ -21,14 +21,19 @@
 //! | [`Op::Create`] | becomes present and empty; `Ok` | [`ErrorKind::AlreadyExists`], no change |
 //! | [`Op::Append`] | **created** with the bytes; `Ok`, offset 0 | bytes added at the end; `Ok`, offset = old size |
 //! | [`Op::Put`] | **created** with the bytes; `Ok` | content replaced; `Ok` |
+//! | [`Op::WriteAt`] | [`ErrorKind::NotFound`] | bytes written at the offset, over what is there; a gap past the end filled with zero bytes; `Ok`, size = max(old size, offset + len) |
+//! | [`Op::Truncate`] | [`ErrorKind::NotFound`] | cut to the size, or extended to it with zero bytes; `Ok`, size = the size |
 //! | [`Op::Read`] | [`ErrorKind::NotFound`] | `Ok(content)` |
 //! | [`Op::Delete`] | [`ErrorKind::NotFound`] | becomes absent; `Ok` |
 //!
 //! Like dfs, `append` and `put` create a missing file and never fail with `NotFound`; a
-//! history in which one does is not linearizable. An append's result may carry the offset
-//! at which the bytes landed ([`Ret::Appended`]; from a `WriteAck`, `offset = ack.size -
-//! data.len()`, which also holds for an ack answered from the dedup table), and the checker
-//! then holds the append to it.
+//! history in which one does is not linearizable. `write_at` and `truncate` do not create
+//! it: on a missing file they fail with `NotFound` and change nothing. An append's result
+//! may carry the offset at which the bytes landed ([`Ret::Appended`]; from a `WriteAck`,
+//! `offset = ack.size - data.len()`, which also holds for an ack answered from the dedup
+//! table), and the checker then holds the append to it; likewise a `write_at`'s or a
+//! `truncate`'s result may carry the size the file had after it ([`Ret::Size`]: `ack.size`).
+//! A write whose end would be past `2^64 - 1` bytes never succeeds in the model.
 //!
 //! Every operation ends in one of three ways ([`Outcome`]):
 //!
@@ -72,20 +77,26 @@
 //!    operations and reached the same file state have the same future, so every
 //!    (linearized set, state) configuration is recorded in a hash table and never explored
 //!    twice. The set is a bitset hashed incrementally (Zobrist); the state's content is a
-//!    persistent list of byte pieces with an incremental polynomial hash and length, so an
+//!    persistent list of pieces with an incremental polynomial hash and length, so an
 //!    append costs O(its own bytes) and no file content is ever copied during the search.
-//!    Hash matches are confirmed by an exact byte comparison, so the memoization never
-//!    conflates two different contents. Once every read that returned a value has been
-//!    linearized, nothing still to come can see the bytes (an append's offset sees only the
-//!    length), so from then on contents of equal length count as the same state.
-//! 4. **Read-prefix pruning** (specific to this model). Between a `put` or `delete` and the
-//!    next, a file only grows. So when the next read still to be linearized (the one that
-//!    responded first) returned a value that does not start with the current content, and
-//!    no `put` or `delete` not yet linearized was invoked before that read responded, the
-//!    configuration is dead and is abandoned at once. This pins the order of concurrent
-//!    appends as they are linearized, instead of discovering a wrong order only when the
-//!    read is reached: without it, appends recorded without offsets between two reads make
-//!    the search exponential.
+//!    A piece is a slice of an operation's data or a run of zero bytes (never
+//!    materialized, so a `truncate` to a huge size costs nothing); a `write_at` or a
+//!    cutting `truncate` shares the pieces before the change and re-links the pieces after
+//!    it, which costs O(the bytes it writes + the pieces after it + the bytes of the one or
+//!    two pieces it cuts); a `write_at` at or past the end is an append. Hash matches are
+//!    confirmed by an exact byte comparison, so the memoization never conflates two
+//!    different contents. Once every read that returned a value has been linearized,
+//!    nothing still to come can see the bytes (an append's offset and the size a
+//!    `write_at` or `truncate` leaves depend only on the length), so from then on contents
+//!    of equal length count as the same state.
+//! 4. **Read-prefix pruning** (specific to this model). Between two *rewrites* (a `put`, a
+//!    `delete`, a `write_at` or a `truncate`), a file only grows. So when the next read
+//!    still to be linearized (the one that responded first) returned a value that does not
+//!    start with the current content, and no rewrite not yet linearized (and not seen to
+//!    fail) was invoked before that read responded, the configuration is dead and is
+//!    abandoned at once. This pins the order of concurrent appends as they are linearized,
+//!    instead of discovering a wrong order only when the read is reached: without it,
+//!    appends recorded without offsets between two reads make the search exponential.
 //!
 //! Operations that cannot affect the outcome are dropped first: reads with an unknown
 //! outcome and `Rejected` failures.
@@ -101,13 +112,14 @@
 //! outcome, that is roughly linear in the number of operations: 500 operations from 5
 //! clients on 3 files check in about a millisecond. The expensive case is many operations
 //! of unknown outcome on one file: each may take effect at any later point or never, and
-//! unknown `put`s and `delete`s also switch the read-prefix pruning off until they are
-//! linearized; proving that such a history is *not* linearizable can mean trying a number
-//! of orders exponential in them. The search is therefore bounded by
-//! [`CheckOptions::max_steps_per_file`] (a step is a fraction of a microsecond); past it
-//! the verdict is [`Verdict::Inconclusive`], never an endless loop. To keep checks decisive:
-//! record append offsets, read every file at the end of a run, and let the client's
-//! exactly-once retries turn timeouts into definite outcomes where the test allows.
+//! unknown rewrites (`put`, `delete`, `write_at`, `truncate`) also switch the read-prefix
+//! pruning off until they are linearized; proving that such a history is *not*
+//! linearizable can mean trying a number of orders exponential in them. The search is
+//! therefore bounded by [`CheckOptions::max_steps_per_file`] (a step is a fraction of a
+//! microsecond); past it the verdict is [`Verdict::Inconclusive`], never an endless loop.
+//! To keep checks decisive: record append offsets and `write_at`/`truncate` sizes, read
+//! every file at the end of a run, and let the client's exactly-once retries turn timeouts
+//! into definite outcomes where the test allows.
 //!
 //! # Example
 //!

@@ -130,6 +130,11 @@ impl<'h> FileOp<'h> {
             Op::Create => Action::Create,
             Op::Append(data) => Action::Append(Data::new(data)),
             Op::Put(data) => Action::Put(Data::new(data)),
+            Op::WriteAt { offset, data } => Action::WriteAt {
+                offset: *offset,
+                data: Data::new(data),
+            },
+            Op::Truncate { size } => Action::Truncate(*size),
             Op::Read => Action::Read,
             Op::Delete => Action::Delete,
         };
@@ -147,6 +152,7 @@ impl<'h> FileOp<'h> {
             Completion::Ok { ret, .. } => match ret {
                 Ret::Done => Observed::Done,
                 Ret::Appended { offset } => Observed::Appended(*offset),
+                Ret::Size(size) => Observed::Size(*size),
                 Ret::Value(v) => Observed::Value(v),
             },
         };
@@ -158,6 +164,13 @@ impl<'h> FileOp<'h> {
             completed: entry.completion.at().is_some(),
             zobrist: model::mix(id.0 as u64 ^ 0x5eed_0f11),
         })
+    }
+
+    /// Whether linearizing it may change a present file other than by adding bytes at
+    /// the end: a rewrite ([`Action::may_rewrite`]) not seen to fail (an operation that
+    /// failed definitely changed nothing, wherever it is linearized).
+    fn may_rewrite(&self) -> bool {
+        self.action.may_rewrite() && !matches!(self.observed, Observed::Error(_))
     }
 
     /// Sort key of the invocation event.
@@ -282,9 +295,10 @@ impl<'h> Memo<'h> {
     ///
     /// With `length_only`, contents of the same length count as the same: right when no
     /// read that returned a value is left to linearize, since then no operation still to
-    /// come can tell two such contents apart (an append's offset sees only the length).
-    /// Whether that holds depends only on the linearized set, so entries for the same set
-    /// are always compared the same way.
+    /// come can tell two such contents apart: an append's offset and the size a
+    /// `write_at` or a `truncate` leaves depend only on the length, and every operation
+    /// leaves contents of equal length equally long. Whether that holds depends only on
+    /// the linearized set, so entries for the same set are always compared the same way.
     fn insert(
         &mut self,
         linearized: &Linearized,
@@ -358,22 +372,25 @@ fn change<'h>(before: &FileState<'h>, op: &FileOp<'h>) -> Change<'h> {
     }
 }
 
-/// The read-prefix pruning. Without a `put` or a `delete` in between, a present file only
-/// grows, by appends; so if the next read still to be linearized (the one with the
-/// earliest response) returned a value that does not start with the current content, and
-/// no pending `put` or `delete` may come before that read, the configuration is dead. This
-/// pins the order of concurrent appends as soon as they happen instead of when the read
-/// is reached, which keeps histories of appends without offsets from exploding.
+/// The read-prefix pruning. Without a `put`, a `delete`, a `write_at` or a `truncate` (a
+/// *rewrite*, [`Action::may_rewrite`]) in between, a present file only grows, by appends;
+/// so if the next read still to be linearized (the one with the earliest response)
+/// returned a value that does not start with the current content, and no pending rewrite
+/// may come before that read, the configuration is dead. This pins the order of
+/// concurrent appends as soon as they happen instead of when the read is reached, which
+/// keeps histories of appends without offsets from exploding. (A `write_at` at or past
+/// the end only grows the file too, but whether it does depends on the state it meets, so
+/// every `write_at` counts as a rewrite.)
 struct Guard {
     /// The completed reads that returned a value, by response time.
     reads: Vec<usize>,
     /// `reads[..lo]` are all linearized.
     lo: usize,
-    /// The invocation keys of every `put` and `delete`, sorted.
+    /// The invocation keys of every rewrite, sorted.
     reset_keys: Vec<Key>,
     /// Each operation's slot in `reset_keys`, or `NIL`.
     reset_slot: Vec<usize>,
-    /// One per `put` or `delete` not linearized yet, by slot.
+    /// One per rewrite not linearized yet, by slot.
     pending_resets: Fenwick,
     /// The current content is known to be a prefix of `reads[v]`'s value.
     verified: Option<usize>,
@@ -388,7 +405,7 @@ impl Guard {
             .collect();
         reads.sort_unstable_by_key(|&i| ops[i].return_key(i));
         let mut resets: Vec<(Key, usize)> = (0..ops.len())
-            .filter(|&i| matches!(ops[i].action, Action::Put(_) | Action::Delete))
+            .filter(|&i| ops[i].may_rewrite())
             .map(|i| (ops[i].call_key(i), i))
             .collect();
         resets.sort_unstable();
@@ -596,11 +613,8 @@ fn doomed_by(ops: &[FileOp<'_>], done: &[bool], state: &FileState<'_>) -> Option
         .filter(|&i| !done[i] && ops[i].completed && matches!(ops[i].observed, Observed::Value(_)))
         .min_by_key(|&i| ops[i].return_key(i))?;
     let deadline = ops[q].return_key(q);
-    let reset_pending = (0..ops.len()).any(|i| {
-        !done[i]
-            && matches!(ops[i].action, Action::Put(_) | Action::Delete)
-            && ops[i].call_key(i) < deadline
-    });
+    let reset_pending =
+        (0..ops.len()).any(|i| !done[i] && ops[i].may_rewrite() && ops[i].call_key(i) < deadline);
     match ops[q].observed {
         Observed::Value(value) if !reset_pending && !content.is_prefix_of(value) => Some(q),
         _ => None,
@@ -690,8 +704,8 @@ fn explain(
                     let _ = writeln!(
                         out,
                         "  - {op}: fits, but then {file:?} {after}, and {read} cannot follow: \
-                         its value does not start with that, and no put or delete can come \
-                         between"
+                         its value does not start with that, and no put, delete, write_at or \
+                         truncate can come between"
                     );
                 }
                 None => {

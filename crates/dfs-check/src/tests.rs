@@ -13,6 +13,17 @@ fn put(data: &str) -> Op {
     Op::Put(data.as_bytes().to_vec())
 }
 
+fn write_at(offset: u64, data: &str) -> Op {
+    Op::WriteAt {
+        offset,
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn truncate(size: u64) -> Op {
+    Op::Truncate { size }
+}
+
 fn value(data: &str) -> Ret {
     Ret::Value(data.as_bytes().to_vec())
 }
@@ -429,6 +440,367 @@ fn empty_history_is_linearizable() {
 }
 
 // ---------------------------------------------------------------------------
+// Writes at an offset and truncations.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_read_that_sees_a_write_at_before_it_was_invoked_is_flagged() {
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+    read(&mut h, 2, "f", "abXYef");
+    done(&mut h, 1, "f", write_at(2, "XY"), Ret::Size(6));
+    let why = assert_violation(&h, "f");
+    assert!(why.contains("read -> \"abXYef\""), "{why}");
+    assert!(why.contains("\"f\" holds \"abcdef\""), "{why}");
+
+    // Seen after it, or during it, the same read is fine.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+    let w = h.invoke(1, "f", write_at(2, "XY"));
+    read(&mut h, 2, "f", "abXYef");
+    ok(&mut h, w, Ret::Size(6));
+    read(&mut h, 2, "f", "abXYef");
+    assert_linearizable(&h);
+}
+
+#[test]
+fn a_read_of_the_old_longer_content_after_a_truncate_is_flagged() {
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+    done(&mut h, 1, "f", truncate(3), Ret::Size(3));
+    read(&mut h, 2, "f", "abcdef");
+    let why = assert_violation(&h, "f");
+    assert!(why.contains("truncate to 3"), "{why}");
+
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+    done(&mut h, 1, "f", truncate(3), Ret::Size(3));
+    read(&mut h, 2, "f", "abc");
+    assert_linearizable(&h);
+}
+
+#[test]
+fn a_write_at_in_the_middle_overwrites_in_place() {
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("hello world"), Ret::Done);
+    done(&mut h, 1, "f", write_at(6, "there"), Ret::Size(11));
+    read(&mut h, 2, "f", "hello there");
+    done(&mut h, 1, "f", write_at(0, "J"), Ret::Size(11));
+    read(&mut h, 2, "f", "Jello there");
+    done(&mut h, 1, "f", write_at(9, "ABCD"), Ret::Size(13));
+    read(&mut h, 2, "f", "Jello theABCD");
+    assert_linearizable(&h);
+
+    // Inserting instead of overwriting is flagged.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("hello world"), Ret::Done);
+    done(&mut h, 1, "f", write_at(6, "there"), Ret::Done);
+    read(&mut h, 2, "f", "hello thereworld");
+    assert_violation(&h, "f");
+}
+
+#[test]
+fn a_write_past_the_end_and_a_truncate_upwards_fill_with_zeros() {
+    let mut h = History::new();
+    done(&mut h, 1, "f", Op::Create, Ret::Done);
+    done(&mut h, 1, "f", append("ab"), Ret::Appended { offset: 0 });
+    done(&mut h, 1, "f", write_at(5, "X"), Ret::Size(6));
+    done(&mut h, 2, "f", Op::Read, Ret::Value(b"ab\0\0\0X".to_vec()));
+    done(&mut h, 1, "f", truncate(8), Ret::Size(8));
+    done(
+        &mut h,
+        2,
+        "f",
+        Op::Read,
+        Ret::Value(b"ab\0\0\0X\0\0".to_vec()),
+    );
+    done(&mut h, 1, "f", append("c"), Ret::Appended { offset: 8 });
+    done(
+        &mut h,
+        2,
+        "f",
+        Op::Read,
+        Ret::Value(b"ab\0\0\0X\0\0c".to_vec()),
+    );
+    assert_linearizable(&h);
+
+    // The gap must hold zeros, not whatever was there before or anything else.
+    for gap in [&b"ab   X"[..], b"abcd X", b"abX"] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("abcd"), Ret::Done);
+        done(&mut h, 1, "f", truncate(2), Ret::Size(2));
+        done(&mut h, 1, "f", write_at(5, "X"), Ret::Size(6));
+        done(&mut h, 2, "f", Op::Read, Ret::Value(gap.to_vec()));
+        assert_violation(&h, "f");
+    }
+    // A write at an offset into a created, empty file.
+    let mut h = History::new();
+    done(&mut h, 1, "f", Op::Create, Ret::Done);
+    done(&mut h, 1, "f", write_at(2, "z"), Ret::Size(3));
+    done(&mut h, 2, "f", Op::Read, Ret::Value(b"\0\0z".to_vec()));
+    assert_linearizable(&h);
+}
+
+#[test]
+fn write_at_and_truncate_fail_with_not_found_on_a_missing_file_and_create_nothing() {
+    let mut h = History::new();
+    failed(&mut h, 1, "f", write_at(0, "x"), ErrorKind::NotFound);
+    failed(&mut h, 1, "f", truncate(4), ErrorKind::NotFound);
+    failed(&mut h, 2, "f", Op::Read, ErrorKind::NotFound);
+    done(&mut h, 1, "f", Op::Create, Ret::Done);
+    read(&mut h, 2, "f", "");
+    done(&mut h, 1, "f", Op::Delete, Ret::Done);
+    failed(&mut h, 1, "f", write_at(3, "y"), ErrorKind::NotFound);
+    failed(&mut h, 1, "f", truncate(0), ErrorKind::NotFound);
+    assert_linearizable(&h);
+
+    // Succeeding on a missing file, or creating it, is flagged.
+    for op in [write_at(0, "x"), truncate(0)] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", op.clone(), Ret::Done);
+        assert_violation(&h, "f");
+
+        let mut h = History::new();
+        failed(&mut h, 1, "f", op, ErrorKind::NotFound);
+        read(&mut h, 2, "f", "");
+        assert_violation(&h, "f");
+    }
+    // NotFound on a file known to exist is flagged.
+    for op in [write_at(0, "x"), truncate(0)] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", Op::Create, Ret::Done);
+        failed(&mut h, 1, "f", op, ErrorKind::NotFound);
+        assert_violation(&h, "f");
+    }
+}
+
+#[test]
+fn write_at_and_truncate_sizes_are_checked() {
+    // A write inside the file leaves its size; one past the end extends it.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+    done(&mut h, 1, "f", write_at(1, "x"), Ret::Size(6));
+    done(&mut h, 1, "f", write_at(4, "yyyy"), Ret::Size(8));
+    done(&mut h, 1, "f", truncate(2), Ret::Size(2));
+    done(&mut h, 1, "f", write_at(1, "z"), Ret::Done);
+    read(&mut h, 2, "f", "az");
+    assert_linearizable(&h);
+
+    for (op, wrong) in [
+        (write_at(1, "x"), 2),
+        (write_at(4, "yyyy"), 6),
+        (truncate(2), 6),
+    ] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("abcdef"), Ret::Done);
+        done(&mut h, 1, "f", op, Ret::Size(wrong));
+        assert_violation(&h, "f");
+    }
+}
+
+#[test]
+fn concurrent_write_at_and_append_may_land_in_either_order() {
+    // The write at the end first: the append lands after it. The append first: the write
+    // overwrites the appended byte.
+    for (seen, write_size, append_offset) in [("0123WA", 5, 5), ("0123W", 5, 4)] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("0123"), Ret::Done);
+        let w = h.invoke(1, "f", write_at(4, "W"));
+        let a = h.invoke(2, "f", append("A"));
+        ok(
+            &mut h,
+            a,
+            Ret::Appended {
+                offset: append_offset,
+            },
+        );
+        ok(&mut h, w, Ret::Size(write_size));
+        read(&mut h, 3, "f", seen);
+        assert_linearizable(&h);
+    }
+    // Without the results' offsets and sizes, both orders are still considered.
+    for seen in ["0123WA", "0123W"] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("0123"), Ret::Done);
+        let w = h.invoke(1, "f", write_at(4, "W"));
+        let a = h.invoke(2, "f", append("A"));
+        ok(&mut h, a, Ret::Done);
+        ok(&mut h, w, Ret::Done);
+        read(&mut h, 3, "f", seen);
+        assert_linearizable(&h);
+    }
+    // No order gives this.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("0123"), Ret::Done);
+    let w = h.invoke(1, "f", write_at(4, "W"));
+    let a = h.invoke(2, "f", append("A"));
+    ok(&mut h, a, Ret::Done);
+    ok(&mut h, w, Ret::Done);
+    read(&mut h, 3, "f", "0123AW");
+    assert_violation(&h, "f");
+    // Nor do results that contradict the order the read shows.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("0123"), Ret::Done);
+    let w = h.invoke(1, "f", write_at(4, "W"));
+    let a = h.invoke(2, "f", append("A"));
+    ok(&mut h, a, Ret::Appended { offset: 4 });
+    ok(&mut h, w, Ret::Size(5));
+    read(&mut h, 3, "f", "0123WA");
+    assert_violation(&h, "f");
+}
+
+#[test]
+fn unknown_write_at_and_truncate_may_or_may_not_take_effect() {
+    for seen in ["abc", "aXc"] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("abc"), Ret::Done);
+        let w = h.invoke(1, "f", write_at(1, "X"));
+        h.unknown(w).expect("unknown");
+        read(&mut h, 2, "f", seen);
+        read(&mut h, 2, "f", seen);
+        assert_linearizable(&h);
+    }
+    // Once seen, it cannot un-happen.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abc"), Ret::Done);
+    let w = h.invoke(1, "f", write_at(1, "X"));
+    h.unknown(w).expect("unknown");
+    read(&mut h, 2, "f", "aXc");
+    read(&mut h, 2, "f", "abc");
+    assert_violation(&h, "f");
+
+    // An unknown truncation, possibly after a later append.
+    for seen in ["abcd", "a", "ad"] {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("abc"), Ret::Done);
+        let t = h.invoke(1, "f", truncate(1));
+        h.unknown(t).expect("unknown");
+        done(&mut h, 1, "f", append("d"), Ret::Done);
+        read(&mut h, 2, "f", seen);
+        assert_linearizable(&h);
+    }
+    // But it cuts to its size, nothing else.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("abc"), Ret::Done);
+    let t = h.invoke(1, "f", truncate(1));
+    h.unknown(t).expect("unknown");
+    read(&mut h, 2, "f", "ab");
+    assert_violation(&h, "f");
+}
+
+#[test]
+fn read_prefix_pruning_waits_for_pending_writes_at_and_truncations() {
+    // After the append the content is "ab", which "Xb" does not start with: only the
+    // concurrent write at offset 0 explains the read.
+    let mut h = History::new();
+    done(&mut h, 1, "f", Op::Create, Ret::Done);
+    let a = h.invoke(1, "f", append("ab"));
+    let w = h.invoke(2, "f", write_at(0, "X"));
+    let r = h.invoke(3, "f", Op::Read);
+    ok(&mut h, a, Ret::Done);
+    ok(&mut h, r, value("Xb"));
+    ok(&mut h, w, Ret::Done);
+    assert_linearizable(&h);
+
+    // Likewise a truncation between two appends.
+    let mut h = History::new();
+    done(&mut h, 1, "f", Op::Create, Ret::Done);
+    let a = h.invoke(1, "f", append("abc"));
+    let t = h.invoke(2, "f", truncate(1));
+    let d = h.invoke(3, "f", append("d"));
+    let r = h.invoke(4, "f", Op::Read);
+    ok(&mut h, r, value("ad"));
+    ok(&mut h, d, Ret::Done);
+    ok(&mut h, t, Ret::Done);
+    ok(&mut h, a, Ret::Done);
+    assert_linearizable(&h);
+
+    // A write that failed (it met the file absent) changed nothing: it cannot explain
+    // such a read.
+    let mut h = History::new();
+    let w = h.invoke(2, "f", write_at(0, "X"));
+    let c = h.invoke(1, "f", Op::Create);
+    let a = h.invoke(1, "f", append("ab"));
+    let r = h.invoke(3, "f", Op::Read);
+    ok(&mut h, c, Ret::Done);
+    ok(&mut h, a, Ret::Done);
+    ok(&mut h, r, value("Xb"));
+    h.fail(w, ErrorKind::NotFound).expect("fail");
+    assert_violation(&h, "f");
+}
+
+#[test]
+fn memoized_states_that_differ_only_by_overwritten_bytes_are_not_conflated() {
+    // Two concurrent writes of different bytes at the same offset give contents of equal
+    // length but different bytes; the read must see the last one in some order, and the
+    // later read must agree with it.
+    let cases = [
+        ("aXc", "aXc", true),
+        ("aYc", "aYc", true),
+        ("aXc", "aYc", false),
+    ];
+    for (first, second, linearizable) in cases {
+        let mut h = History::new();
+        done(&mut h, 1, "f", put("abc"), Ret::Done);
+        let x = h.invoke(1, "f", write_at(1, "X"));
+        let y = h.invoke(2, "f", write_at(1, "Y"));
+        ok(&mut h, x, Ret::Size(3));
+        ok(&mut h, y, Ret::Size(3));
+        read(&mut h, 3, "f", first);
+        read(&mut h, 3, "f", second);
+        if linearizable {
+            assert_linearizable(&h);
+        } else {
+            assert_violation(&h, "f");
+        }
+    }
+}
+
+#[test]
+fn huge_offsets_and_sizes_are_modelled_without_materializing_them() {
+    let big = 1u64 << 50;
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("ab"), Ret::Done);
+    done(&mut h, 1, "f", truncate(big), Ret::Size(big));
+    done(&mut h, 1, "f", write_at(big, "z"), Ret::Size(big + 1));
+    done(&mut h, 1, "f", write_at(1, "Q"), Ret::Size(big + 1));
+    done(
+        &mut h,
+        1,
+        "f",
+        append("!"),
+        Ret::Appended { offset: big + 1 },
+    );
+    done(&mut h, 1, "f", truncate(3), Ret::Size(3));
+    read(&mut h, 2, "f", "aQ\0");
+    assert_linearizable(&h);
+
+    // A read that sees the huge content (it cannot hold it) is flagged, and the
+    // explanation shows the content shortened.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("ab"), Ret::Done);
+    done(&mut h, 1, "f", truncate(big), Ret::Size(big));
+    read(&mut h, 2, "f", "ab");
+    let why = assert_violation(&h, "f");
+    assert!(why.contains(&format!("({big} bytes)")), "{why}");
+
+    // A write ending past 2^64 - 1 bytes never succeeds; of unknown outcome, it is fine.
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("ab"), Ret::Done);
+    done(&mut h, 1, "f", write_at(u64::MAX, "z"), Ret::Done);
+    assert_violation(&h, "f");
+    let mut h = History::new();
+    done(&mut h, 1, "f", put("ab"), Ret::Done);
+    let w = h.invoke(1, "f", write_at(u64::MAX, "z"));
+    h.unknown(w).expect("unknown");
+    done(&mut h, 1, "f", truncate(u64::MAX), Ret::Size(u64::MAX));
+    let a = h.invoke(1, "f", append("!"));
+    h.unknown(a).expect("unknown");
+    read(&mut h, 2, "f", "ab");
+    assert_violation(&h, "f");
+}
+
+// ---------------------------------------------------------------------------
 // The budget.
 // ---------------------------------------------------------------------------
 
@@ -506,8 +878,24 @@ fn recording_errors_are_reported() {
         h.ok(r, Ret::Appended { offset: 0 }),
         Err(HistoryError::WrongResult { .. })
     ));
+    assert!(matches!(
+        h.ok(r, Ret::Size(1)),
+        Err(HistoryError::WrongResult { .. })
+    ));
     ok(&mut h, r, value("x"));
     assert_eq!(h.unknown(r), Err(HistoryError::AlreadyCompleted(r)));
+    for op in [write_at(0, "x"), truncate(1)] {
+        let w = h.invoke(1, "f", op);
+        assert!(matches!(
+            h.ok(w, Ret::Appended { offset: 0 }),
+            Err(HistoryError::WrongResult { .. })
+        ));
+        assert!(matches!(
+            h.ok(w, value("x")),
+            Err(HistoryError::WrongResult { .. })
+        ));
+        ok(&mut h, w, Ret::Size(1));
+    }
 
     let mut h = History::new();
     let w = h.invoke_at(1, "f", put("x"), 100);
@@ -596,6 +984,8 @@ fn history_round_trips_through_json() {
     h.unknown(u).expect("unknown");
     failed(&mut h, 3, "g", Op::Read, ErrorKind::NotFound);
     h.invoke(4, "g", Op::Create);
+    done(&mut h, 1, "f", write_at(3, "c"), Ret::Size(4));
+    done(&mut h, 1, "f", truncate(2), Ret::Done);
     let json = serde_json::to_string(&h).expect("serialize");
     let back: History = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back.entries(), h.entries());

@@ -32,6 +32,24 @@ fn apply(files: &mut BTreeMap<String, Vec<u8>>, file: &str, op: &Op) -> Outcome 
             files.insert(file.to_owned(), data.clone());
             Outcome::Ok(Ret::Done)
         }
+        Op::WriteAt { offset, data } => match files.get_mut(file) {
+            Some(content) => {
+                let (start, end) = (*offset as usize, *offset as usize + data.len());
+                if content.len() < end {
+                    content.resize(end, 0);
+                }
+                content[start..end].copy_from_slice(data);
+                Outcome::Ok(Ret::Size(content.len() as u64))
+            }
+            None => Outcome::Failed(ErrorKind::NotFound),
+        },
+        Op::Truncate { size } => match files.get_mut(file) {
+            Some(content) => {
+                content.resize(*size as usize, 0);
+                Outcome::Ok(Ret::Size(*size))
+            }
+            None => Outcome::Failed(ErrorKind::NotFound),
+        },
         Op::Read => match files.get(file) {
             Some(content) => Outcome::Ok(Ret::Value(content.clone())),
             None => Outcome::Failed(ErrorKind::NotFound),
@@ -53,6 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Create),
         4 => data().prop_map(Op::Append),
         1 => data().prop_map(Op::Put),
+        2 => (0..6u64, data()).prop_map(|(offset, data)| Op::WriteAt { offset, data }),
+        1 => (0..6u64).prop_map(|size| Op::Truncate { size }),
         4 => Just(Op::Read),
         1 => Just(Op::Delete),
     ]
@@ -61,7 +81,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// What becomes of a simulated operation.
 #[derive(Debug, Clone, Copy)]
 enum Fate {
-    /// Answered; an append sometimes without its offset.
+    /// Answered; an append sometimes without its offset, a write at an offset or a
+    /// truncation sometimes without the size it left.
     Answered { with_offset: bool },
     /// Took effect at its linearization point, but the client never heard back.
     UnknownApplied,
@@ -96,7 +117,7 @@ fn cap_unknowns(fates: &mut [Fate]) {
 /// The result recorded for an answered operation.
 fn observed(outcome: Outcome, with_offset: bool) -> Outcome {
     match outcome {
-        Outcome::Ok(Ret::Appended { .. }) if !with_offset => Outcome::Ok(Ret::Done),
+        Outcome::Ok(Ret::Appended { .. } | Ret::Size(_)) if !with_offset => Outcome::Ok(Ret::Done),
         other => other,
     }
 }
@@ -262,6 +283,31 @@ fn corrupt_an_offset(h: &History, pick: usize) -> Option<History> {
     })
 }
 
+/// Replaces the size of the `pick`-th acknowledged `write_at` or `truncate` (if any) with
+/// one past every byte ever written.
+fn corrupt_a_size(h: &History, pick: usize) -> Option<History> {
+    let writes: Vec<usize> = h
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            matches!(
+                e.completion,
+                Completion::Ok {
+                    ret: Ret::Size(_),
+                    ..
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let victim = *writes.get(pick % writes.len().max(1))?;
+    rebuild(h, |i, completion| match completion {
+        Completion::Ok { at, .. } if i == victim => (Outcome::Ok(Ret::Size(1 << 40)), Some(*at)),
+        other => as_outcome(other),
+    })
+}
+
 fn as_outcome(completion: &Completion) -> (Outcome, Option<u64>) {
     match completion {
         Completion::Ok { ret, at } => (Outcome::Ok(ret.clone()), Some(*at)),
@@ -291,7 +337,10 @@ fn brute_force(h: &History) -> bool {
     fn fits(observed: &Completion, got: &Outcome) -> bool {
         match (observed, got) {
             (Completion::Pending | Completion::Unknown, _) => true,
-            (Completion::Ok { ret: Ret::Done, .. }, Outcome::Ok(Ret::Appended { .. })) => true,
+            (
+                Completion::Ok { ret: Ret::Done, .. },
+                Outcome::Ok(Ret::Appended { .. } | Ret::Size(_)),
+            ) => true,
             (Completion::Ok { ret, .. }, Outcome::Ok(got)) => ret == got,
             (Completion::Failed { error, .. }, Outcome::Failed(got)) => error == got,
             _ => false,
@@ -390,6 +439,10 @@ fn small_history() -> impl Strategy<Value = History> {
                     (Op::Read, Outcome::Ok(_)) if *n == 0 => Outcome::Failed(ErrorKind::NotFound),
                     (Op::Read, _) => Outcome::Ok(Ret::Value(bytes.clone())),
                     (Op::Append(_), _) => Outcome::Ok(Ret::Appended { offset: *n }),
+                    (Op::WriteAt { .. } | Op::Truncate { .. }, Outcome::Ok(_)) if *n == 0 => {
+                        Outcome::Failed(ErrorKind::NotFound)
+                    }
+                    (Op::WriteAt { .. } | Op::Truncate { .. }, _) => Outcome::Ok(Ret::Size(*n)),
                     (Op::Create, Outcome::Ok(_)) => Outcome::Failed(ErrorKind::AlreadyExists),
                     (Op::Delete, Outcome::Ok(_)) => Outcome::Failed(ErrorKind::NotFound),
                     (_, Outcome::Failed(_)) => Outcome::Ok(Ret::Done),
@@ -474,6 +527,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(200))]
+
+    #[test]
+    fn a_write_at_or_truncate_size_past_every_byte_written_is_rejected(
+        sims in prop::collection::vec(sim(), 1..80),
+        pick in any::<usize>(),
+    ) {
+        let h = simulate(sims);
+        if let Some(bad) = corrupt_a_size(&h, pick) {
+            let verdict = check(&bad);
+            prop_assert!(
+                matches!(verdict, Verdict::NotLinearizable { .. }),
+                "{}", verdict
+            );
+        }
+    }
+}
+
 /// splitmix64, for a deterministic workload without a dependency.
 struct Rng(u64);
 
@@ -492,9 +564,9 @@ impl Rng {
 }
 
 /// Five clients, each running 100 operations one at a time over three files, with a few
-/// timeouts; the store is linearizable. The check must finish quickly (not timed here).
-#[test]
-fn five_clients_five_hundred_ops_on_three_files() {
+/// timeouts; the store is linearizable. With `rewrites`, some appends are writes at an
+/// offset and some reads truncations.
+fn five_clients(rewrites: bool) -> History {
     let mut rng = Rng(42);
     let mut sims = Vec::new();
     let mut unknown = 0;
@@ -507,7 +579,14 @@ fn five_clients_five_hundred_ops_on_three_files() {
                 0 => Op::Create,
                 1 => Op::Delete,
                 2 => Op::Put(bytes),
+                3 | 4 if rewrites => Op::WriteAt {
+                    offset: rng.below(40),
+                    data: bytes,
+                },
                 3..=6 => Op::Append(bytes),
+                7 if rewrites => Op::Truncate {
+                    size: rng.below(30),
+                },
                 _ => Op::Read,
             };
             let duration = 1 + rng.below(40);
@@ -537,7 +616,13 @@ fn five_clients_five_hundred_ops_on_three_files() {
             now += duration + 1 + rng.below(5);
         }
     }
-    let h = simulate(sims);
+    simulate(sims)
+}
+
+/// [`five_clients`] is checked quickly (not timed here), and one corrupted read among its
+/// operations is found.
+fn check_five_clients(rewrites: bool) {
+    let h = five_clients(rewrites);
     assert_eq!(h.len(), 500);
     let started = Instant::now();
     let verdict = check(&h);
@@ -553,4 +638,14 @@ fn five_clients_five_hundred_ops_on_three_files() {
         matches!(verdict, Verdict::NotLinearizable { .. }),
         "{verdict}"
     );
+}
+
+#[test]
+fn five_clients_five_hundred_ops_on_three_files() {
+    check_five_clients(false);
+}
+
+#[test]
+fn five_clients_five_hundred_ops_with_writes_at_offsets_and_truncations() {
+    check_five_clients(true);
 }

@@ -6,10 +6,13 @@
 //! faults, message latency) comes from one seed:
 //!
 //! 1. Three nodes start (R = 2), each with its own real data directory in a temp dir.
-//! 2. Clients run a random mix of create, append, put, read and delete on a few files
-//!    while the fault schedule injects, one at a time: node crashes with restarts (disk
-//!    kept), symmetric partitions of one node from the others, one-way partitions, and
-//!    held links (messages delayed until released). A partition in turmoil drops segments
+//! 2. Clients run a random mix of create, append, put, read, delete, write at an offset
+//!    (a few bytes at an offset within or a little past the file's likely end, so both
+//!    overwrites and zero-filled gaps occur) and truncate (down or up) on a few files,
+//!    recording each write's acknowledged offset or size, while the fault schedule
+//!    injects, one at a time: node crashes with restarts (disk kept), symmetric
+//!    partitions of one node from the others, one-way partitions, and held links
+//!    (messages delayed until released). A partition in turmoil drops segments
 //!    of open connections, which then stall for good: the code must notice by its own
 //!    timeouts, as it must with a real half-dead connection.
 //! 3. Once the clients are done, every fault is healed, and a verifier reads every file

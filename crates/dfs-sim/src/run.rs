@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use dfs_check::{ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
+use dfs_check::{Completion, ErrorKind, History, Op, OpId, Outcome, Ret, Verdict};
 use dfs_client::{Client, ClientConfig, ClientError, Condition, LockMode};
 use dfs_node::{Member, Node, NodeConfig};
 
@@ -34,7 +34,8 @@ pub struct SimConfig {
     pub files: usize,
     /// Inject faults while the clients run.
     pub faults: bool,
-    /// Mix creates and deletes into the workload (else only appends, puts and reads).
+    /// Mix creates and deletes into the workload (else only appends, puts, reads, writes at
+    /// an offset and truncations).
     pub deletes: bool,
     /// Add message loss to the faults: for a while, every link (clients' included) fails
     /// at random moments, losing what it carries, and is repaired a few milliseconds
@@ -112,6 +113,10 @@ pub struct SimReport {
     pub increments: u64,
     /// The lockers' writes refused for a stale fencing token.
     pub fenced: u64,
+    /// Writes at an offset in the history, and how many of them were acknowledged.
+    pub writes_at: (usize, usize),
+    /// Truncations in the history, and how many of them were acknowledged.
+    pub truncates: (usize, usize),
 }
 
 /// Why a run failed, with what is needed to replay and debug it.
@@ -296,7 +301,9 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
         let mut servers = servers.clone();
         let n = servers.len();
         servers.rotate_left(c % n);
-        let mut rng = Rng::new(rng.next());
+        let stream = rng.next();
+        let mut rng = Rng::new(stream);
+        let mut shapes = Rng::new(stream ^ SHAPES);
         let history = history.clone();
         let done = workers_done.clone();
         let (ops, files, deletes) = (config.ops_per_client, config.files, config.deletes);
@@ -313,6 +320,9 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
                     85..92 => Op::Create,
                     _ => Op::Delete,
                 };
+                // Some appends and reads become writes at an offset and truncations,
+                // drawn from a stream of their own (see `reshape`).
+                let op = reshape(op, &mut shapes, c, seq);
                 perform(&client, &history, c as u64, &file, op).await;
             }
             done.set(done.get() + 1);
@@ -517,6 +527,8 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> 
             fingerprint: fingerprint(&history),
             increments: tally.acked.get(),
             fenced: tally.fenced.get(),
+            writes_at: tally_ops(&history, |op| matches!(op, Op::WriteAt { .. })),
+            truncates: tally_ops(&history, |op| matches!(op, Op::Truncate { .. })),
         }),
         other => Err(fail(format!("{other}"), &faults)),
     }
@@ -589,6 +601,27 @@ impl Drop for SimThread {
     }
 }
 
+/// XORed into a client's stream seed to seed its [`reshape`] choices.
+const SHAPES: u64 = 0x7772_6974_655f_6174;
+
+/// Turns some of a client's operations into writes at an offset and truncations: of the
+/// appends, one in five becomes a `write_at` of `<client.seq>` at an offset in `0..64`
+/// (inside the file or a little past its end, as files hold a few dozen bytes); of the
+/// reads, one in six becomes a `truncate` to a size in `0..48`. The choices come from
+/// `shapes`, a stream of the client's own drawn twice per operation, so the main streams
+/// (which operation, on which file, when; the fault schedule) draw what they drew before.
+fn reshape(op: Op, shapes: &mut Rng, client: usize, seq: usize) -> Op {
+    let (roll, n) = (shapes.below(30), shapes.next());
+    match op {
+        Op::Append(_) if roll < 6 => Op::WriteAt {
+            offset: n % 64,
+            data: format!("<{client}.{seq}>").into_bytes(),
+        },
+        Op::Read if roll < 5 => Op::Truncate { size: n % 48 },
+        op => op,
+    }
+}
+
 /// Runs `op` on `file` and records its invocation and outcome.
 async fn perform(client: &Client, history: &RefCell<History>, process: u64, file: &str, op: Op) {
     let id = history.borrow_mut().invoke(process, file, op.clone());
@@ -607,6 +640,18 @@ async fn perform(client: &Client, history: &RefCell<History>, process: u64, file
             )
         }
         Op::Put(data) => outcome(client.put(file, data.clone()).await.map(|_| Ret::Done)),
+        Op::WriteAt { offset, data } => outcome(
+            client
+                .write_at(file, *offset, data.clone())
+                .await
+                .map(|ack| Ret::Size(ack.size)),
+        ),
+        Op::Truncate { size } => outcome(
+            client
+                .truncate(file, *size)
+                .await
+                .map(|ack| Ret::Size(ack.size)),
+        ),
         Op::Read => outcome(
             client
                 .read(file, 0, None)
@@ -747,6 +792,16 @@ fn outcome(result: Result<Ret, ClientError>) -> Outcome {
 fn record(history: &RefCell<History>, id: OpId, outcome: Outcome) {
     // The id comes from this history's own invoke: completing it cannot fail.
     let _ = history.borrow_mut().complete(id, outcome);
+}
+
+/// How many operations of the history `kind` selects, and how many of those succeeded.
+fn tally_ops(history: &History, kind: impl Fn(&Op) -> bool) -> (usize, usize) {
+    let selected = history.entries().iter().filter(|e| kind(&e.op));
+    let acked = selected
+        .clone()
+        .filter(|e| matches!(e.completion, Completion::Ok { .. }))
+        .count();
+    (selected.count(), acked)
 }
 
 /// FNV-1a over the history's events, in order.
