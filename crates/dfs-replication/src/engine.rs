@@ -617,21 +617,22 @@ impl Engine {
         self.wait_for_lease().await?;
         // Applied before to a file since deleted (its answer lost): answered, not applied
         // again. This map has that delete: it shows no file of this name, or a newer one.
-        if let Some(done) = self.written_before(&name, tag) {
-            return Ok(done);
+        // Or answered `NotFound` before: that answer stands.
+        if let Some(answer) = self.answered_before(&name, tag) {
+            return answer;
         }
         let (placement, created) = match self.map.lookup(&name) {
             Some(p) => (p, false),
             // Deleted while this write waited for the lock: a write creates a missing file.
             None if mode.creates() => self.create_locked(&name, true, None).await?,
-            None => return Err(EngineError::NotFound(name)),
+            None => return self.write_missing(&name, None, tag).await,
         };
         // The create may have waited long for its commit: another attempt of this write,
         // applied meanwhile to a file since deleted, shows in the map that applied it.
-        if created && let Some(done) = self.written_before(&name, tag) {
+        if created && let Some(answer) = self.answered_before(&name, tag) {
             self.undo_create(&name, placement.file_id, placement.epoch)
                 .await;
-            return Ok(done);
+            return answer;
         }
         self.redirect_unless_primary(&placement)?;
         let placement = self.fence_undo(&name, placement).await?;
@@ -645,23 +646,58 @@ impl Engine {
         written
     }
 
-    /// The answer to write `tag` if the map remembers it applied to a file since deleted.
-    fn written_before(&self, name: &str, tag: Option<OpTag>) -> Option<WriteAck> {
+    /// The answer to write `tag` if the map's sessions hold one: it was applied to a file
+    /// since deleted (its ack), or it was answered `NotFound` ([`write_missing`]).
+    ///
+    /// This node's map only moves forward, so a look after this attempt found the file
+    /// (and found it written) sees an answer committed before that file was created.
+    ///
+    /// [`write_missing`]: Self::write_missing
+    fn answered_before(
+        &self,
+        name: &str,
+        tag: Option<OpTag>,
+    ) -> Option<Result<WriteAck, EngineError>> {
         let tag = request_tag(tag?);
-        let MapResponse::Written(w) = self.map.read(|s| s.sessions.get(tag).cloned())? else {
-            return None;
+        let saved = self.map.read(|s| s.sessions.get(tag).cloned())?;
+        write_answer(name, saved)
+    }
+
+    /// The answer to a write at an offset or a truncation of a name that holds no file
+    /// (or only `invisible`, one a write created and has not written): `NotFound`.
+    /// Tagged, the answer is committed through the map first
+    /// ([`MapCommand::ConfirmMissing`]) and is this request's for good: an attempt of it
+    /// that runs late, after a file of this name is created (stalled on a node that lost
+    /// its lease, say), finds it in the sessions and applies nothing. The map answers the
+    /// ack instead if this very request was applied to a file since deleted, and asks for
+    /// another try if the name holds a file now.
+    async fn write_missing(
+        &self,
+        name: &str,
+        invisible: Option<FileId>,
+        tag: Option<OpTag>,
+    ) -> Result<WriteAck, EngineError> {
+        let Some(_) = tag else {
+            return Err(EngineError::NotFound(name.to_owned()));
         };
+        let command = MapCommand::ConfirmMissing {
+            name: name.to_owned(),
+            invisible,
+        };
+        let answer = self.propose(tagged(tag, command)).await?;
+        // Under the file's lock: a later attempt here must see the answer in this map.
+        self.catch_up().await?;
         tracing::debug!(
+            node = self.config.node_id,
             name,
-            "duplicate write of a deleted file answered from the map"
+            ?answer,
+            "write to a missing name"
         );
-        let outcome = WriteOutcome {
-            version: w.version,
-            size: w.size,
-            checksum: w.checksum,
-            duplicate: true,
-        };
-        Some(ack(outcome, true))
+        write_answer(name, answer).unwrap_or_else(|| {
+            Err(EngineError::Unavailable(format!(
+                "{name:?} was created while it was written; try again"
+            )))
+        })
     }
 
     /// The write itself, under the file's lock, at `placement` (this node its primary);
@@ -699,7 +735,12 @@ impl Engine {
         }
         if !mode.creates() && self.is_unwritten(id) && self.local_version(id).await? == 0 {
             // Created by a write that has not written it: not there for users.
-            return Err(EngineError::NotFound(name.to_owned()));
+            return self.write_missing(name, Some(id), tag).await;
+        }
+        // An attempt of this write answered before, while the file did not exist or was
+        // not written (this map has it now: see `answered_before`), is not applied late.
+        if let Some(answer) = self.answered_before(name, tag) {
+            return answer;
         }
         if !cond.is_none() {
             let version = if created {
@@ -1454,6 +1495,34 @@ impl Txn {
                 Change::At(offset) => store.write_at(id, offset, &data, key),
             },
         }
+    }
+}
+
+/// A write's answer saved in the map's sessions: its ack if it was applied to a file since
+/// deleted, `NotFound` if it was answered so.
+fn write_answer(name: &str, saved: MapResponse) -> Option<Result<WriteAck, EngineError>> {
+    match saved {
+        MapResponse::Written(w) => {
+            tracing::debug!(
+                name,
+                "duplicate write of a deleted file answered from the map"
+            );
+            let outcome = WriteOutcome {
+                version: w.version,
+                size: w.size,
+                checksum: w.checksum,
+                duplicate: true,
+            };
+            Some(Ok(ack(outcome, true)))
+        }
+        MapResponse::NotFound => {
+            tracing::debug!(
+                name,
+                "a write answered NotFound before is answered so again"
+            );
+            Some(Err(EngineError::NotFound(name.to_owned())))
+        }
+        _ => None,
     }
 }
 

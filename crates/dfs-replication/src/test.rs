@@ -163,6 +163,74 @@ async fn retried_writes_apply_once() {
         .expect("retried delete succeeds");
 }
 
+/// A write at an offset or a truncation answered `NotFound` keeps that answer: an attempt
+/// of the same request that runs late, once a file of that name exists (the simulator's
+/// seeds 146, 197, 202 and 290 found one stalled on a node without a lease), applies
+/// nothing and answers `NotFound` too; a write it was never answered to applies.
+#[tokio::test]
+async fn a_write_answered_not_found_is_not_applied_late() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path()).await;
+    let write_at = |seq: u64| {
+        e.write(
+            WriteMode::At { offset: 1 },
+            "late",
+            BodyStream::from_bytes("XY"),
+            tag(seq),
+            Default::default(),
+        )
+    };
+    let truncate = |seq: u64| {
+        e.write(
+            WriteMode::Truncate { size: 1 },
+            "late",
+            BodyStream::from_bytes(""),
+            tag(seq),
+            Default::default(),
+        )
+    };
+    for answer in [write_at(20).await, truncate(21).await] {
+        assert!(
+            matches!(answer, Err(EngineError::NotFound(_))),
+            "{answer:?}"
+        );
+    }
+    e.write(
+        WriteMode::Put,
+        "late",
+        BodyStream::from_bytes("abcd"),
+        None,
+        Default::default(),
+    )
+    .await
+    .expect("put");
+    for answer in [write_at(20).await, truncate(21).await] {
+        assert!(
+            matches!(answer, Err(EngineError::NotFound(_))),
+            "a late attempt: {answer:?}"
+        );
+    }
+    assert_eq!(read_all(&e, "late").await, b"abcd", "nothing applied late");
+    let fresh = write_at(22).await.expect("a new write applies");
+    assert_eq!((fresh.size, fresh.duplicate), (4, false));
+    assert_eq!(read_all(&e, "late").await, b"aXYd");
+    // The answer survives a restart: it is in the map.
+    e.shutdown().await;
+    drop(e);
+    let e = engine(dir.path()).await;
+    let again = e
+        .write(
+            WriteMode::Truncate { size: 1 },
+            "late",
+            BodyStream::from_bytes(""),
+            tag(21),
+            Default::default(),
+        )
+        .await;
+    assert!(matches!(again, Err(EngineError::NotFound(_))), "{again:?}");
+    assert_eq!(read_all(&e, "late").await, b"aXYd");
+}
+
 /// The retries that used to apply twice once a file was deleted in between: the map's
 /// sessions answer them (they survive the node's restart, being part of the map).
 #[tokio::test]
