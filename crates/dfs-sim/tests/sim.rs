@@ -117,14 +117,15 @@ fn regression_seeds_stay_fixed() {
 }
 
 /// Creates and deletes racing with appends, puts and reads under faults (the default
-/// workload). `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
+/// workload). `DFS_SIM_SEED` replays one seed (as the rerun line of a failure says);
+/// `DFS_SIM_SEEDS`/`DFS_SIM_FIRST` as above for a soak.
 #[test]
 fn seeded_runs_with_creates_and_deletes_stay_linearizable() {
-    let first = env_u64("DFS_SIM_FIRST").unwrap_or(0);
-    let count = env_u64("DFS_SIM_SEEDS").unwrap_or(CI_SEEDS);
+    let seeds = seeds();
+    let count = seeds.end - seeds.start;
     let (mut ops, mut faults) = (0, 0);
     let (mut writes_at, mut truncates) = ((0, 0), (0, 0));
-    for seed in first..first + count {
+    for seed in seeds {
         let report = run_with(seed, &SimConfig::default());
         ops += report.ops;
         faults += report.faults.len();
