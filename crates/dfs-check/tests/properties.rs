@@ -224,25 +224,23 @@ fn sequential(ops: Vec<(u64, usize, Op, Fate)>) -> History {
     h
 }
 
-/// Replaces the result of the `pick`-th successful read (if any) with a value no write
-/// ever produced.
-fn corrupt_a_read(h: &History, pick: usize) -> Option<History> {
-    let reads: Vec<usize> = h
+/// The index of the `pick`-th (wrapping) operation that succeeded with a result `kind`
+/// accepts; `None` if there is none.
+fn pick_acked(h: &History, pick: usize, kind: impl Fn(&Ret) -> bool) -> Option<usize> {
+    let acked: Vec<usize> = h
         .entries()
         .iter()
         .enumerate()
-        .filter(|(_, e)| {
-            matches!(
-                e.completion,
-                Completion::Ok {
-                    ret: Ret::Value(_),
-                    ..
-                }
-            )
-        })
+        .filter(|(_, e)| matches!(&e.completion, Completion::Ok { ret, .. } if kind(ret)))
         .map(|(i, _)| i)
         .collect();
-    let victim = *reads.get(pick % reads.len().max(1))?;
+    acked.get(pick % acked.len().max(1)).copied()
+}
+
+/// Replaces the result of the `pick`-th successful read (if any) with a value no write
+/// ever produced.
+fn corrupt_a_read(h: &History, pick: usize) -> Option<History> {
+    let victim = pick_acked(h, pick, |r| matches!(r, Ret::Value(_)))?;
     rebuild(h, |i, completion| match completion {
         Completion::Ok {
             ret: Ret::Value(v),
@@ -259,22 +257,7 @@ fn corrupt_a_read(h: &History, pick: usize) -> Option<History> {
 /// Replaces the offset of the `pick`-th acknowledged append (if any) with one past every
 /// byte ever written.
 fn corrupt_an_offset(h: &History, pick: usize) -> Option<History> {
-    let appends: Vec<usize> = h
-        .entries()
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| {
-            matches!(
-                e.completion,
-                Completion::Ok {
-                    ret: Ret::Appended { .. },
-                    ..
-                }
-            )
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let victim = *appends.get(pick % appends.len().max(1))?;
+    let victim = pick_acked(h, pick, |r| matches!(r, Ret::Appended { .. }))?;
     rebuild(h, |i, completion| match completion {
         Completion::Ok { at, .. } if i == victim => {
             (Outcome::Ok(Ret::Appended { offset: 1 << 40 }), Some(*at))
@@ -286,22 +269,7 @@ fn corrupt_an_offset(h: &History, pick: usize) -> Option<History> {
 /// Replaces the size of the `pick`-th acknowledged `write_at` or `truncate` (if any) with
 /// one past every byte ever written.
 fn corrupt_a_size(h: &History, pick: usize) -> Option<History> {
-    let writes: Vec<usize> = h
-        .entries()
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| {
-            matches!(
-                e.completion,
-                Completion::Ok {
-                    ret: Ret::Size(_),
-                    ..
-                }
-            )
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let victim = *writes.get(pick % writes.len().max(1))?;
+    let victim = pick_acked(h, pick, |r| matches!(r, Ret::Size(_)))?;
     rebuild(h, |i, completion| match completion {
         Completion::Ok { at, .. } if i == victim => (Outcome::Ok(Ret::Size(1 << 40)), Some(*at)),
         other => as_outcome(other),

@@ -887,6 +887,19 @@ impl DfsFs {
         let mut io = io.lock();
         self.drop_block(&mut io);
         let before = io.dirty.as_ref().map_or(0, Dirty::len);
+        // A buffer of just these bytes.
+        let fresh = || {
+            if append {
+                Dirty::Append {
+                    data: data.to_vec(),
+                }
+            } else {
+                Dirty::At {
+                    offset,
+                    data: data.to_vec(),
+                }
+            }
+        };
         let fits = match &mut io.dirty {
             Some(Dirty::Append { data: buf }) if append => {
                 buf.extend_from_slice(data);
@@ -905,32 +918,14 @@ impl DfsFs {
                 true
             }
             None => {
-                io.dirty = Some(if append {
-                    Dirty::Append {
-                        data: data.to_vec(),
-                    }
-                } else {
-                    Dirty::At {
-                        offset,
-                        data: data.to_vec(),
-                    }
-                });
+                io.dirty = Some(fresh());
                 true
             }
             Some(_) => false,
         };
         if !fits {
             self.flush_io(ino, &mut io)?;
-            io.dirty = Some(if append {
-                Dirty::Append {
-                    data: data.to_vec(),
-                }
-            } else {
-                Dirty::At {
-                    offset,
-                    data: data.to_vec(),
-                }
-            });
+            io.dirty = Some(fresh());
         }
         // What the buffer grew by (an overwrite inside it adds nothing); a flush above
         // already took the old bytes off the total.
