@@ -862,7 +862,10 @@ pub(crate) fn fio_verify(
                     "--fallocate=none",
                     "--randseed=1234",
                     "--output-format=json",
-                ]),
+                    // Otherwise fio leaves its verify state in the working directory.
+                    "--verify_state_save=0",
+                ])
+                .current_dir(&dir),
         )?;
         let text = String::from_utf8_lossy(&out.stdout);
         let errors = String::from_utf8_lossy(&out.stderr);

@@ -12,6 +12,7 @@
 //! | `Busy` (after the client's retries) | `EBUSY` | the nodes shed load |
 //! | `Unavailable` (after the retries and the mount's deadline) | `EIO` | no node could serve it |
 //! | `Timeout` | `ETIMEDOUT` | no answer in time; a write's outcome is unknown |
+//! | `OutcomeUnknown` | `ETIMEDOUT` | a retried write whose first attempt's outcome was forgotten: it may have been applied once |
 //! | `Corrupt` | `EIO` | no good copy could be read |
 //! | `Internal` | `EIO` | a node's bug or I/O failure |
 //! | `ProtocolMismatch` | `EPROTO` | client and node do not speak the same protocol |
@@ -35,7 +36,7 @@ pub fn code_errno(code: ErrorCode) -> Errno {
         ErrorCode::NoSpace => Errno::ENOSPC,
         ErrorCode::Busy => Errno::EBUSY,
         ErrorCode::Unavailable | ErrorCode::Corrupt | ErrorCode::Internal => Errno::EIO,
-        ErrorCode::Timeout => Errno::from_i32(libc::ETIMEDOUT),
+        ErrorCode::Timeout | ErrorCode::OutcomeUnknown => Errno::from_i32(libc::ETIMEDOUT),
         ErrorCode::ProtocolMismatch => Errno::from_i32(libc::EPROTO),
         ErrorCode::LockHeld => Errno::EAGAIN,
         ErrorCode::Fenced | ErrorCode::VersionMismatch | ErrorCode::LeaseExpired => {
@@ -74,6 +75,7 @@ mod test {
             (ErrorCode::Busy, libc::EBUSY),
             (ErrorCode::Unavailable, libc::EIO),
             (ErrorCode::Timeout, libc::ETIMEDOUT),
+            (ErrorCode::OutcomeUnknown, libc::ETIMEDOUT),
             (ErrorCode::Corrupt, libc::EIO),
             (ErrorCode::Internal, libc::EIO),
             (ErrorCode::ProtocolMismatch, libc::EPROTO),

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     /// The access token does not give the right this operation needs (the message names
     /// the token and the right missing). Nothing was changed.
     PermissionDenied,
+    /// A retried write that may have been applied by an earlier attempt whose outcome the
+    /// file no longer remembers (the same client wrote to the file many times since). It
+    /// was not applied again; read the file to see whether the first attempt was.
+    OutcomeUnknown,
 }
 
 impl ErrorCode {

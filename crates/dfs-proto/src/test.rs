@@ -215,7 +215,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
                 }),
             Just(Reply::Unlocked),
         ];
-    let error = (0usize..18, ".{0,30}").prop_map(|(i, message)| {
+    let error = (0usize..19, ".{0,30}").prop_map(|(i, message)| {
         let codes = [
             ErrorCode::NotFound,
             ErrorCode::AlreadyExists,
@@ -235,6 +235,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             ErrorCode::LeaseExpired,
             ErrorCode::Unauthenticated,
             ErrorCode::PermissionDenied,
+            ErrorCode::OutcomeUnknown,
         ];
         WireError::new(codes[i], message)
     });

@@ -77,6 +77,7 @@ impl EngineError {
             EngineError::Store(StoreError::Busy(_)) => ErrorCode::Busy,
             EngineError::Store(StoreError::NameTooLong(_)) => ErrorCode::InvalidName,
             EngineError::Store(StoreError::OutOfRange(_)) => ErrorCode::TooLarge,
+            EngineError::Store(StoreError::OutcomeForgotten { .. }) => ErrorCode::OutcomeUnknown,
             EngineError::Store(e) if e.is_no_space() => ErrorCode::NoSpace,
             EngineError::Unavailable(_) | EngineError::Redirect { .. } => ErrorCode::Unavailable,
             EngineError::Store(_) | EngineError::Internal(_) => ErrorCode::Internal,

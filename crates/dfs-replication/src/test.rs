@@ -231,6 +231,60 @@ async fn a_write_answered_not_found_is_not_applied_late() {
     assert_eq!(read_all(&e, "late").await, b"aXYd");
 }
 
+/// A write's answer outlives any number of other clients' writes to its file (in CI a
+/// client's append, its answer lost in a failover, was retried after another client had
+/// appended 70 times, and was applied twice); a write its own client's many later writes
+/// pushed out of the table is refused as of unknown outcome, never applied twice.
+#[tokio::test]
+async fn a_retry_after_many_writes_is_answered_or_refused_never_applied_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path()).await;
+    let append = |client_id: u64, seq: u64, data: &'static str| {
+        e.write(
+            WriteMode::Append,
+            "busy",
+            BodyStream::from_bytes(data),
+            Some(OpTag { client_id, seq }),
+            Default::default(),
+        )
+    };
+    let first = append(3, 1, "x\n").await.expect("the first attempt");
+    const OTHERS: u64 = 200;
+    for seq in 1..=OTHERS {
+        append(4, seq, "y\n")
+            .await
+            .expect("another client's append");
+    }
+    let retry = append(3, 1, "x\n").await.expect("the retry is answered");
+    assert!(retry.duplicate, "{retry:?}");
+    assert_eq!((retry.version, retry.size), (first.version, first.size));
+    let content = read_all(&e, "busy").await;
+    assert_eq!(
+        content.len() as u64,
+        2 * (OTHERS + 1),
+        "nothing applied twice"
+    );
+    assert_eq!(content.windows(2).filter(|w| w == b"x\n").count(), 1);
+
+    // The busy client's first append was pushed out by its own later ones.
+    let forgotten = append(4, 1, "y\n").await;
+    assert!(
+        matches!(&forgotten, Err(err) if err.code() == ErrorCode::OutcomeUnknown),
+        "{forgotten:?}"
+    );
+    let newest = append(4, OTHERS, "y\n")
+        .await
+        .expect("its newest is answered");
+    assert!(newest.duplicate, "{newest:?}");
+    assert_eq!(read_all(&e, "busy").await, content, "nothing applied again");
+    // A new write of that client applies.
+    let next = append(4, OTHERS + 1, "y\n").await.expect("a new write");
+    assert_eq!(
+        (next.size, next.duplicate),
+        (content.len() as u64 + 2, false)
+    );
+}
+
 /// The retries that used to apply twice once a file was deleted in between: the map's
 /// sessions answer them (they survive the node's restart, being part of the map).
 #[tokio::test]

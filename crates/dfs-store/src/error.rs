@@ -35,6 +35,22 @@ pub enum StoreError {
     /// An offset or size past what a file can hold (`offset + len` overflows).
     #[error("{0}")]
     OutOfRange(String),
+    /// A keyed write at or below its client's floor in the file's dedup table: it may have
+    /// been applied, but its outcome was evicted (the client made many writes to this file
+    /// since). It must not be applied again, and its outcome cannot be told.
+    #[error(
+        "file {id:016x}: write {seq} of client {client_id:016x} may have been applied, but \
+         its outcome is no longer remembered (the client's later writes to the file pushed \
+         it out); it was not applied again"
+    )]
+    OutcomeForgotten {
+        /// The file.
+        id: FileId,
+        /// The writing client.
+        client_id: u64,
+        /// The write's sequence number.
+        seq: u64,
+    },
     /// An operating-system I/O error (a full disk says so first: `disk full: ...`).
     #[error("{}{context}: {source}", no_space_prefix(.source))]
     Io {

@@ -45,6 +45,9 @@
 //! `Store::open`); otherwise the append never finished, and the other slot (the commit
 //! before it, synced before this one began) is the file.
 
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{DEDUP_ENTRIES_MAX, DedupKey, FileMeta, WriteOutcome};
@@ -107,10 +110,32 @@ pub(crate) struct Slot {
 }
 
 /// One remembered write: the key it carried and what it produced.
+///
+/// An entry whose `outcome.duplicate` is `true` (a flag no recorded outcome carries
+/// otherwise) is also its client's **floor**: writes of that client with a lower `seq` that
+/// are not in the table may have been applied and forgotten (see [`Header::record`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DedupEntry {
     pub(crate) key: DedupKey,
     pub(crate) outcome: WriteOutcome,
+}
+
+impl DedupEntry {
+    /// Whether this entry is its client's floor.
+    pub(crate) fn is_floor(&self) -> bool {
+        self.outcome.duplicate
+    }
+}
+
+/// What a file's dedup table knows of a keyed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recall {
+    /// It was applied and produced this.
+    Applied(WriteOutcome),
+    /// It may have been applied, but its outcome was evicted: at or below its client's floor.
+    Forgotten,
+    /// Never applied to this file.
+    New,
 }
 
 /// Everything a slot records about a file.
@@ -122,27 +147,42 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// The saved outcome of the write that carried `key`, if it is still remembered.
+    /// The saved outcome of the write that carried `key`, if it is in the table.
     pub(crate) fn lookup(&self, key: DedupKey) -> Option<WriteOutcome> {
-        self.dedup.iter().find(|e| e.key == key).map(|e| e.outcome)
+        self.dedup
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| WriteOutcome {
+                duplicate: false,
+                ..e.outcome
+            })
     }
 
-    /// Remembers `outcome` for `key`, evicting the oldest entries (lowest version) beyond the bound.
-    pub(crate) fn record(&mut self, key: DedupKey, outcome: WriteOutcome) {
-        while self.dedup.len() >= DEDUP_ENTRIES_MAX {
-            let oldest = self
-                .dedup
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.outcome.version)
-                .map(|(i, _)| i);
-            match oldest {
-                Some(i) => {
-                    self.dedup.remove(i);
-                }
-                None => break,
-            }
+    /// What the table knows of `key`: its outcome, or that it may have been applied and
+    /// forgotten (at or below its client's floor), or that it is new.
+    pub(crate) fn recall(&self, key: DedupKey) -> Recall {
+        if let Some(outcome) = self.lookup(key) {
+            return Recall::Applied(outcome);
         }
+        let below_floor = self
+            .dedup
+            .iter()
+            .any(|e| e.is_floor() && e.key.client_id == key.client_id && key.seq <= e.key.seq);
+        if below_floor {
+            Recall::Forgotten
+        } else {
+            Recall::New
+        }
+    }
+
+    /// Remembers `outcome` for `key`. Beyond [`DEDUP_ENTRIES_MAX`] entries one is evicted
+    /// from the client with the most entries (the least recently written of those tied):
+    /// its lowest-`seq` entry, and the client's floor rises to cover it. So one client's
+    /// many writes never push out another client's answer, and a client's own evicted
+    /// write, retried, is refused as forgotten rather than applied again. Only when every
+    /// entry is a different client's is a client forgotten whole (the least recently
+    /// written): the table's bound.
+    pub(crate) fn record(&mut self, key: DedupKey, outcome: WriteOutcome) {
         self.dedup.push(DedupEntry {
             key,
             outcome: WriteOutcome {
@@ -150,6 +190,52 @@ impl Header {
                 ..outcome
             },
         });
+        while self.dedup.len() > DEDUP_ENTRIES_MAX {
+            self.evict_one();
+        }
+    }
+
+    /// Removes one entry (see [`Header::record`]).
+    fn evict_one(&mut self) {
+        // Per client: how many entries, and its newest version.
+        let mut clients: HashMap<u64, (usize, u64)> = HashMap::new();
+        for e in &self.dedup {
+            let c = clients.entry(e.key.client_id).or_insert((0, 0));
+            c.0 += 1;
+            c.1 = c.1.max(e.outcome.version);
+        }
+        let Some((victim, (count, _))) = clients
+            .into_iter()
+            .max_by_key(|&(client, (count, newest))| (count, Reverse(newest), client))
+        else {
+            return;
+        };
+        let of_victim = |e: &DedupEntry| e.key.client_id == victim;
+        if count == 1 {
+            self.dedup.retain(|e| !of_victim(e));
+            return;
+        }
+        // The victim's two lowest seqs (its floor counts as one of its entries): the
+        // lower goes, the higher stays as the floor, keeping its own outcome.
+        let mut own: Vec<usize> = (0..self.dedup.len())
+            .filter(|&i| of_victim(&self.dedup[i]))
+            .collect();
+        own.sort_by_key(|&i| self.dedup[i].key.seq);
+        let floor = own.iter().copied().find(|&i| self.dedup[i].is_floor());
+        let real: Vec<usize> = own
+            .iter()
+            .copied()
+            .filter(|&i| !self.dedup[i].is_floor())
+            .collect();
+        let (low, high) = match (floor, real.as_slice()) {
+            (Some(f), [r, ..]) if self.dedup[*r].key.seq < self.dedup[f].key.seq => (*r, f),
+            (Some(f), [r, ..]) => (f, *r),
+            (None, [a, b, ..]) => (*a, *b),
+            // Unreachable with two or more entries and at most one floor.
+            _ => (own[0], own[1]),
+        };
+        self.dedup[high].outcome.duplicate = true;
+        self.dedup.remove(low);
     }
 }
 
@@ -459,39 +545,123 @@ mod tests {
         assert!(decode_slot(&[0u8; SLOT_SIZE]).is_err());
     }
 
-    #[test]
-    fn dedup_table_evicts_oldest() {
+    fn key(client_id: u64, seq: u64) -> DedupKey {
+        DedupKey { client_id, seq }
+    }
+
+    fn outcome(version: u64) -> WriteOutcome {
+        WriteOutcome {
+            version,
+            size: version * 9,
+            checksum: 0,
+            duplicate: false,
+        }
+    }
+
+    fn empty() -> Header {
         let mut h = worst_case();
         h.dedup.clear();
-        for v in 0..(DEDUP_ENTRIES_MAX as u64 + 10) {
-            let key = DedupKey {
-                client_id: 1,
-                seq: v,
-            };
-            h.record(
-                key,
-                WriteOutcome {
-                    version: v,
-                    size: v,
-                    checksum: 0,
-                    duplicate: false,
-                },
-            );
+        h
+    }
+
+    #[test]
+    fn one_clients_writes_never_push_out_another_clients_answer() {
+        // The CI failure this guards: client 3's append was applied, its answer lost in a
+        // failover; client 0 appended 70 times before client 3 retried.
+        let mut h = empty();
+        h.record(key(3, 1), outcome(1));
+        for v in 2..300 {
+            h.record(key(0, v), outcome(v));
         }
         assert_eq!(h.dedup.len(), DEDUP_ENTRIES_MAX);
+        assert_eq!(h.recall(key(3, 1)), Recall::Applied(outcome(1)));
+        // Client 0's newest answers are kept, its oldest forgotten, never taken for new.
+        assert_eq!(h.recall(key(0, 299)), Recall::Applied(outcome(299)));
+        assert_eq!(h.recall(key(0, 2)), Recall::Forgotten);
+        assert_eq!(h.recall(key(0, 300)), Recall::New);
+        assert_eq!(h.recall(key(7, 1)), Recall::New);
+    }
+
+    #[test]
+    fn a_clients_evicted_write_is_forgotten_not_new() {
+        let mut h = empty();
+        let n = DEDUP_ENTRIES_MAX as u64 + 10;
+        for seq in 1..=n {
+            h.record(key(1, seq), outcome(seq));
+        }
+        assert_eq!(h.dedup.len(), DEDUP_ENTRIES_MAX);
+        // The floor is the highest evicted seq; it keeps its own outcome.
+        let floors: Vec<&DedupEntry> = h.dedup.iter().filter(|e| e.is_floor()).collect();
+        assert_eq!(floors.len(), 1);
+        assert_eq!(floors[0].key, key(1, 11));
+        assert_eq!(h.recall(key(1, 11)), Recall::Applied(outcome(11)));
+        for seq in 1..=10 {
+            assert_eq!(h.recall(key(1, seq)), Recall::Forgotten, "seq {seq}");
+        }
+        for seq in 12..=n {
+            assert_eq!(h.recall(key(1, seq)), Recall::Applied(outcome(seq)));
+        }
+        assert_eq!(h.recall(key(1, n + 1)), Recall::New);
+        // Versions stay in order, oldest first.
         assert!(
-            h.lookup(DedupKey {
-                client_id: 1,
-                seq: 9
-            })
-            .is_none()
+            h.dedup
+                .windows(2)
+                .all(|w| w[0].outcome.version < w[1].outcome.version)
         );
-        assert!(
-            h.lookup(DedupKey {
-                client_id: 1,
-                seq: 10
-            })
-            .is_some()
-        );
+    }
+
+    #[test]
+    fn a_write_applied_out_of_seq_order_stays_below_the_floor() {
+        let mut h = empty();
+        for seq in 10..(10 + DEDUP_ENTRIES_MAX as u64) {
+            h.record(key(1, seq), outcome(seq));
+        }
+        // A slow earlier write of the client applied last (it passed no floor yet).
+        h.record(key(1, 5), outcome(100));
+        // Seq 5 is the client's lowest: evicted first, and the floor covers it.
+        assert_eq!(h.recall(key(1, 5)), Recall::Forgotten);
+        assert_eq!(h.recall(key(1, 10)), Recall::Applied(outcome(10)));
+        h.record(key(1, 200), outcome(101));
+        assert_eq!(h.recall(key(1, 10)), Recall::Forgotten);
+        assert_eq!(h.recall(key(1, 11)), Recall::Applied(outcome(11)));
+        assert_eq!(h.dedup.iter().filter(|e| e.is_floor()).count(), 1);
+    }
+
+    #[test]
+    fn with_one_entry_per_client_the_least_recent_client_is_forgotten() {
+        let mut h = empty();
+        for c in 0..DEDUP_ENTRIES_MAX as u64 {
+            h.record(key(c, 1), outcome(c + 1));
+        }
+        h.record(key(1000, 1), outcome(500));
+        assert_eq!(h.dedup.len(), DEDUP_ENTRIES_MAX);
+        // The table's bound: client 0 (least recently written) is gone entirely.
+        assert_eq!(h.recall(key(0, 1)), Recall::New);
+        assert_eq!(h.recall(key(1, 1)), Recall::Applied(outcome(2)));
+        assert_eq!(h.recall(key(1000, 1)), Recall::Applied(outcome(500)));
+        assert!(h.dedup.iter().all(|e| !e.is_floor()));
+    }
+
+    #[test]
+    fn the_fullest_client_gives_way_first() {
+        let mut h = empty();
+        // Two busy clients and one quiet one, interleaved.
+        let mut v = 0;
+        h.record(key(9, 1), outcome(0));
+        for seq in 1..200 {
+            for c in [1, 2] {
+                v += 1;
+                h.record(key(c, seq), outcome(v));
+            }
+        }
+        let count = |c| h.dedup.iter().filter(|e| e.key.client_id == c).count();
+        assert_eq!(count(9), 1);
+        assert_eq!(count(1) + count(2), DEDUP_ENTRIES_MAX - 1);
+        assert!(count(1).abs_diff(count(2)) <= 1);
+        assert_eq!(h.recall(key(9, 1)), Recall::Applied(outcome(0)));
+        // The encoded slot with floors still decodes to the same table.
+        let back = decode_slot(&encode_slot(7, &h, None)).expect("decodes");
+        assert_eq!(back.header, h);
+        assert_eq!(back.header.recall(key(1, 3)), Recall::Forgotten);
     }
 }

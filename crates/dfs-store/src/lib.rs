@@ -102,9 +102,15 @@
 //! bytes are read: `crc(new) = crc(old) ^ shift(crc(old segment) ^ crc(new segment), bytes
 //! after it)`) and recomputed from the kept bytes on a truncation down; [`Store::verify`] re-reads the content and compares. The version is 0 at
 //! create and +1 for every applied append, put, write at an offset or truncation. A write may carry a [`DedupKey`]; the header
-//! stores, atomically with the write, the [`WriteOutcome`] of the last [`DEDUP_ENTRIES_MAX`] keyed
-//! writes (the oldest by version is evicted). A write whose key is in the table is not applied
-//! again: it returns the saved outcome with `duplicate: true`.
+//! stores, atomically with the write, the [`WriteOutcome`] of at most [`DEDUP_ENTRIES_MAX`] keyed
+//! writes. A write whose key is in the table is not applied again: it returns the saved outcome
+//! with `duplicate: true`. When the table is full, the client with the most entries (the least
+//! recently written of those tied) gives up its lowest-`seq` entry, and its **floor** rises to
+//! cover it: the flag `duplicate: true` on its lowest remaining entry, stored in the same slot
+//! format. [`Store::dedup_lookup`] answers a key at or below its client's floor and not in the
+//! table with [`StoreError::OutcomeForgotten`] (it may have been applied), never as new. Only
+//! when every entry is a different client's is a client dropped whole (the least recently
+//! written).
 //!
 //! ## Recovery (in [`Store::open`])
 //!

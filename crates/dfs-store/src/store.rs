@@ -18,7 +18,7 @@ use self::reaper::Reaper;
 use crate::error::{IoContext, StoreError};
 use crate::group::GroupSync;
 use crate::header::{
-    DedupEntry, HEADER_SIZE, Header, SLOT_SIZE, Slot, Tail, decode_slot, encode_slot,
+    DedupEntry, HEADER_SIZE, Header, Recall, SLOT_SIZE, Slot, Tail, decode_slot, encode_slot,
 };
 use crate::{DedupKey, FileId, FileMeta, NAME_MAX, RecoveryReport, WriteOutcome};
 
@@ -528,8 +528,10 @@ impl Store {
         damaged
     }
 
-    /// The saved outcome of the write to `id` that carried `key`, if it is still remembered
-    /// (the last [`DEDUP_ENTRIES_MAX`](crate::DEDUP_ENTRIES_MAX) keyed writes are).
+    /// The saved outcome of the write to `id` that carried `key` (as a duplicate), or
+    /// `None` if no write with it was applied to the file. [`StoreError::OutcomeForgotten`]
+    /// if one may have been and its outcome was evicted (the table keeps at most
+    /// [`DEDUP_ENTRIES_MAX`](crate::DEDUP_ENTRIES_MAX) entries; see the crate docs).
     pub fn dedup_lookup(
         &self,
         id: FileId,
@@ -537,7 +539,15 @@ impl Store {
     ) -> Result<Option<WriteOutcome>, StoreError> {
         let state = self.inner.state(id)?;
         let mut st = state.lock();
-        Ok(st.live(id)?.header.lookup(key).map(duplicate))
+        match st.live(id)?.header.recall(key) {
+            Recall::Applied(saved) => Ok(Some(duplicate(saved))),
+            Recall::New => Ok(None),
+            Recall::Forgotten => Err(StoreError::OutcomeForgotten {
+                id,
+                client_id: key.client_id,
+                seq: key.seq,
+            }),
+        }
     }
 
     /// Runs `apply` on file `id`'s state under its lock once the file is known healthy:
@@ -670,7 +680,10 @@ impl Store {
         }
     }
 
-    /// The dedup table of a file, oldest first (for copying it to another replica).
+    /// The dedup table of a file, oldest first (for copying it to another replica). An entry
+    /// whose outcome has `duplicate: true` is also its client's floor: that client's writes
+    /// with a lower `seq` not in the table may have been applied and forgotten. Its own
+    /// outcome is right.
     pub fn dedup_entries(&self, id: FileId) -> Result<Vec<(DedupKey, WriteOutcome)>, StoreError> {
         let state = self.inner.state(id)?;
         let mut st = state.lock();

@@ -228,19 +228,25 @@ fn dedup_table_is_bounded() {
     for seq in 0..n {
         store.append(1, b"x", key(3, seq)).expect("append");
     }
-    // The oldest key was evicted, the newest 64 are remembered.
-    assert_eq!(
-        store
-            .dedup_lookup(
+    // The oldest key was evicted: forgotten (it may have been applied), never new; the
+    // newest 64 are remembered.
+    let forgotten = |store: &Store| {
+        matches!(
+            store.dedup_lookup(
                 1,
                 DedupKey {
                     client_id: 3,
                     seq: 0
                 }
-            )
-            .expect("lookup"),
-        None
-    );
+            ),
+            Err(StoreError::OutcomeForgotten {
+                id: 1,
+                client_id: 3,
+                seq: 0
+            })
+        )
+    };
+    assert!(forgotten(&store));
     for seq in 1..n {
         assert!(
             store
@@ -249,12 +255,28 @@ fn dedup_table_is_bounded() {
                 .is_some()
         );
     }
+    assert_eq!(
+        store
+            .dedup_lookup(
+                1,
+                DedupKey {
+                    client_id: 3,
+                    seq: n
+                }
+            )
+            .expect("lookup"),
+        None
+    );
     drop(store);
     let (store, report) = open_in(&dir, false);
     assert!(report.damaged.is_empty());
     assert_eq!(store.meta(1).expect("meta").size, n);
-    // The evicted key is applied again (the documented limit of the window).
-    assert!(!store.append(1, b"x", key(3, 0)).expect("append").duplicate);
+    // The floor is in the header: still forgotten after a restart.
+    assert!(forgotten(&store));
+    assert_eq!(
+        store.dedup_entries(1).expect("entries").len(),
+        DEDUP_ENTRIES_MAX
+    );
 }
 
 #[test]
