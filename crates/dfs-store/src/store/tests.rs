@@ -230,23 +230,21 @@ fn dedup_table_is_bounded() {
     }
     // The oldest key was evicted: forgotten (it may have been applied), never new; the
     // newest 64 are remembered.
-    let forgotten = |store: &Store| {
+    let forgotten = |store: &Store, id: FileId| {
+        let oldest = DedupKey {
+            client_id: 3,
+            seq: 0,
+        };
         matches!(
-            store.dedup_lookup(
-                1,
-                DedupKey {
-                    client_id: 3,
-                    seq: 0
-                }
-            ),
+            store.dedup_lookup(id, oldest),
             Err(StoreError::OutcomeForgotten {
-                id: 1,
                 client_id: 3,
-                seq: 0
+                seq: 0,
+                ..
             })
         )
     };
-    assert!(forgotten(&store));
+    assert!(forgotten(&store, 1));
     for seq in 1..n {
         assert!(
             store
@@ -272,11 +270,21 @@ fn dedup_table_is_bounded() {
     assert!(report.damaged.is_empty());
     assert_eq!(store.meta(1).expect("meta").size, n);
     // The floor is in the header: still forgotten after a restart.
-    assert!(forgotten(&store));
+    assert!(forgotten(&store, 1));
     assert_eq!(
         store.dedup_entries(1).expect("entries").len(),
         DEDUP_ENTRIES_MAX
     );
+    // A copy installed on another replica carries the floor.
+    let mut txn = store.begin_install(2, "copy").expect("begin install");
+    txn.write(&store.read(1).expect("read")).expect("write");
+    let state = InstallState {
+        version: n,
+        modified_ms: 1,
+        dedup: store.dedup_entries(1).expect("entries"),
+    };
+    txn.commit_install(state).expect("commit install");
+    assert!(forgotten(&store, 2));
 }
 
 #[test]
