@@ -529,9 +529,11 @@ impl Store {
     }
 
     /// The saved outcome of the write to `id` that carried `key` (as a duplicate), or
-    /// `None` if no write with it was applied to the file. [`StoreError::OutcomeForgotten`]
-    /// if one may have been and its outcome was evicted (the table keeps at most
-    /// [`DEDUP_ENTRIES_MAX`](crate::DEDUP_ENTRIES_MAX) entries; see the crate docs).
+    /// `None` if the table knows of no such write (it keeps at most
+    /// [`DEDUP_ENTRIES_MAX`](crate::DEDUP_ENTRIES_MAX) entries and drops a client whole only
+    /// when every entry is a different client's; see the crate docs).
+    /// [`StoreError::OutcomeForgotten`] if one may have been applied and its outcome was
+    /// evicted: the key is at or below its client's floor.
     pub fn dedup_lookup(
         &self,
         id: FileId,
