@@ -286,20 +286,15 @@ async fn a_write_at_or_truncate_retried_on_the_new_primary_after_failover_is_app
     // The retries, through every node left: answered with the first outcomes, applied
     // neither again (the write would put "ab" back, the truncate would cut the "++").
     for addr in cluster.addrs() {
-        let again = send(&addr, write.clone()).await;
-        assert!(again.duplicate, "write retried through {addr}");
-        assert_eq!(
-            (again.version, again.size, again.checksum),
-            (wrote.version, wrote.size, wrote.checksum),
-            "write retried through {addr}"
-        );
-        let again = send(&addr, truncate.clone()).await;
-        assert!(again.duplicate, "truncate retried through {addr}");
-        assert_eq!(
-            (again.version, again.size, again.checksum),
-            (cut.version, cut.size, cut.checksum),
-            "truncate retried through {addr}"
-        );
+        for (what, op, first) in [("write", &write, &wrote), ("truncate", &truncate, &cut)] {
+            let again = send(&addr, op.clone()).await;
+            assert!(again.duplicate, "{what} retried through {addr}");
+            assert_eq!(
+                (again.version, again.size, again.checksum),
+                (first.version, first.size, first.checksum),
+                "{what} retried through {addr}"
+            );
+        }
     }
     assert_eq!(c.read("f", 0, None).await.expect("read"), want);
     assert_replicas(&cluster, "f", want, version);

@@ -677,9 +677,9 @@ impl Engine {
         invisible: Option<FileId>,
         tag: Option<OpTag>,
     ) -> Result<WriteAck, EngineError> {
-        let Some(_) = tag else {
+        if tag.is_none() {
             return Err(EngineError::NotFound(name.to_owned()));
-        };
+        }
         let command = MapCommand::ConfirmMissing {
             name: name.to_owned(),
             invisible,

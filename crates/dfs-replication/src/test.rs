@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs_cluster::ClusterMap;
-use dfs_proto::{ErrorCode, OpTag};
+use dfs_proto::{ErrorCode, OpTag, WriteAck};
 use dfs_store::{Store, StoreConfig};
 
 use crate::*;
@@ -42,6 +42,24 @@ pub(crate) async fn read_all(e: &Engine, name: &str) -> Vec<u8> {
 
 pub(crate) fn tag(seq: u64) -> Option<OpTag> {
     Some(OpTag { client_id: 7, seq })
+}
+
+/// `body` written to `name` with `tag` and no condition.
+async fn write_tagged(
+    e: &Engine,
+    mode: WriteMode,
+    name: &str,
+    body: &'static str,
+    tag: Option<OpTag>,
+) -> Result<WriteAck, EngineError> {
+    e.write(
+        mode,
+        name,
+        BodyStream::from_bytes(body),
+        tag,
+        Default::default(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -171,39 +189,17 @@ async fn retried_writes_apply_once() {
 async fn a_write_answered_not_found_is_not_applied_late() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
-    let write_at = |seq: u64| {
-        e.write(
-            WriteMode::At { offset: 1 },
-            "late",
-            BodyStream::from_bytes("XY"),
-            tag(seq),
-            Default::default(),
-        )
-    };
-    let truncate = |seq: u64| {
-        e.write(
-            WriteMode::Truncate { size: 1 },
-            "late",
-            BodyStream::from_bytes(""),
-            tag(seq),
-            Default::default(),
-        )
-    };
+    let write_at = |seq| write_tagged(&e, WriteMode::At { offset: 1 }, "late", "XY", tag(seq));
+    let truncate = |seq| write_tagged(&e, WriteMode::Truncate { size: 1 }, "late", "", tag(seq));
     for answer in [write_at(20).await, truncate(21).await] {
         assert!(
             matches!(answer, Err(EngineError::NotFound(_))),
             "{answer:?}"
         );
     }
-    e.write(
-        WriteMode::Put,
-        "late",
-        BodyStream::from_bytes("abcd"),
-        None,
-        Default::default(),
-    )
-    .await
-    .expect("put");
+    write_tagged(&e, WriteMode::Put, "late", "abcd", None)
+        .await
+        .expect("put");
     for answer in [write_at(20).await, truncate(21).await] {
         assert!(
             matches!(answer, Err(EngineError::NotFound(_))),
@@ -218,15 +214,7 @@ async fn a_write_answered_not_found_is_not_applied_late() {
     e.shutdown().await;
     drop(e);
     let e = engine(dir.path()).await;
-    let again = e
-        .write(
-            WriteMode::Truncate { size: 1 },
-            "late",
-            BodyStream::from_bytes(""),
-            tag(21),
-            Default::default(),
-        )
-        .await;
+    let again = write_tagged(&e, WriteMode::Truncate { size: 1 }, "late", "", tag(21)).await;
     assert!(matches!(again, Err(EngineError::NotFound(_))), "{again:?}");
     assert_eq!(read_all(&e, "late").await, b"aXYd");
 }
@@ -239,13 +227,13 @@ async fn a_write_answered_not_found_is_not_applied_late() {
 async fn a_retry_after_many_writes_is_answered_or_refused_never_applied_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = engine(dir.path()).await;
-    let append = |client_id: u64, seq: u64, data: &'static str| {
-        e.write(
+    let append = |client_id, seq, data| {
+        write_tagged(
+            &e,
             WriteMode::Append,
             "busy",
-            BodyStream::from_bytes(data),
+            data,
             Some(OpTag { client_id, seq }),
-            Default::default(),
         )
     };
     let first = append(3, 1, "x\n").await.expect("the first attempt");
